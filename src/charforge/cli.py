@@ -1,0 +1,252 @@
+"""The `charforge` command: a thin shell over the Python API.
+
+Each command parses its arguments and calls one API function. Errors a user
+caused (`CharforgeError`) are printed here, once, on one line; a traceback
+only with CHARFORGE_DEBUG=1. Heavy libraries load inside the commands that
+need them, so `charforge --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from charforge.errors import CharforgeError
+
+app = typer.Typer(
+    name="charforge",
+    help="Turn a character's profile into a trainable role-playing agent, and measure it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+character_app = typer.Typer(help="Import, list, show and export characters.", no_args_is_help=True)
+app.add_typer(character_app, name="character")
+
+out = Console()
+err = Console(stderr=True)
+
+WorkspaceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace", "-w", help="workspace folder (default: $CHARFORGE_WORKSPACE or the "
+        "nearest folder with charforge.yaml)", show_default=False
+    ),
+]
+
+
+def _workspace(path: Path | None):
+    from charforge.workspace import Workspace
+
+    return Workspace.find(path)
+
+
+def _optional_workspace(path: Path | None):
+    from charforge.workspace import Workspace
+
+    try:
+        return Workspace.find(path)
+    except CharforgeError:
+        if path is not None:
+            raise
+        return None
+
+
+# -- workspace ---------------------------------------------------------------------
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="folder to make a workspace")] = Path("."),
+) -> None:
+    """Create a workspace (charforge.yaml and characters/) in FOLDER."""
+    from charforge.workspace import Workspace
+
+    workspace = Workspace.init(folder)
+    out.print(f"workspace ready: {workspace.root}")
+
+
+# -- characters ----------------------------------------------------------------------
+@character_app.command("import")
+def character_import(
+    source: Annotated[Path, typer.Argument(help="wiki profile .txt, Card V2 .json/.png, "
+                                           "PersLLM knowledge .txt, or a PersLLM folder")],
+    style: Annotated[Path | None, typer.Option(help="PersLLM style file (SOURCE is then "
+                                                    "the knowledge file)")] = None,
+    name: Annotated[str | None, typer.Option(help="full name (required for PersLLM)")] = None,
+    short_name: Annotated[str | None, typer.Option(help="what others call the character")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto, wiki, persllm or card")] = "auto",
+    replace: Annotated[bool, typer.Option(help="overwrite a character of the same name")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Import a character into the workspace."""
+    ws = _workspace(workspace)
+    character = ws.import_character(
+        source, style=style, name=name, short_name=short_name, fmt=fmt, replace=replace
+    )
+    out.print(
+        f"imported {character.name} as '{character.slug}': {len(character.profile)} profile "
+        f"paragraphs, {len(character.knowledge)} knowledge and {len(character.style)} style "
+        f"passages, {len(character.stages)} stages"
+    )
+
+
+@character_app.command("list")
+def character_list(workspace: WorkspaceOption = None) -> None:
+    """List the workspace's characters."""
+    characters = _workspace(workspace).characters()
+    if not characters:
+        out.print("no characters yet; run: charforge character import FILE")
+        return
+    table = Table("id", "name", "profile", "knowledge", "style", "stages", "source")
+    for c in characters:
+        table.add_row(
+            c.slug, c.name, f"{len(c.profile)} ¶", str(len(c.knowledge)), str(len(c.style)),
+            ", ".join(s.label for s in c.stages) or "-", str(c.metadata.get("source_format", "-")),
+        )
+    out.print(table)
+
+
+@character_app.command("show")
+def character_show(
+    name: Annotated[str, typer.Argument(help="id, short name or full name")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole record")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Show one character."""
+    character = _workspace(workspace).load_character(name)
+    if as_json:
+        print(json.dumps(character.model_dump(mode="json"), ensure_ascii=False, indent=2))
+        return
+    out.print(f"[bold]{character.name}[/bold] ({character.short_name}, id '{character.slug}')")
+    words = sum(len(p.split()) for p in character.profile)
+    out.print(f"profile: {len(character.profile)} paragraphs, {words} words")
+    for stage in character.stages:
+        out.print(f"stage {stage.label} {stage.token} {stage.description}".rstrip())
+    out.print(f"knowledge: {len(character.knowledge)} passages; style: {len(character.style)}")
+    if character.profile:
+        out.print()
+        out.print(character.profile[0], markup=False, highlight=False)
+
+
+@character_app.command("export")
+def character_export(
+    name: Annotated[str, typer.Argument(help="id, short name or full name")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="file to write (.json/.png)")],
+    fmt: Annotated[str, typer.Option("--format", help="auto, card-json or card-png")] = "auto",
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Export a character as a Character Card V2 (JSON or PNG)."""
+    path = _workspace(workspace).export_character(name, output, fmt=fmt)
+    out.print(f"wrote {path}")
+
+
+# -- models ----------------------------------------------------------------------------
+@app.command()
+def models(
+    check: Annotated[bool, typer.Option(help="check that each model answers")] = True,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """List the configured models and check that each can be reached."""
+    from charforge.llm.registry import build_chat_model, default_model_name, model_specs
+
+    ws = _optional_workspace(workspace)
+    specs = model_specs(ws)
+    default = default_model_name(ws)
+    table = Table("name", "backend", "where", "status")
+    failed = 0
+    for name, spec in specs.items():
+        where = spec.get("base_url") or spec.get("path") or "embedded SmolLM2-135M-Instruct"
+        status = "not checked"
+        if check:
+            try:
+                model = build_chat_model(name, spec)
+                with err.status(f"checking {name}…"):
+                    status = asyncio.run(model.check())
+                asyncio.run(model.aclose())
+                status = f"[green]ok[/green] {status}"
+            except CharforgeError as exc:
+                failed += 1
+                status = f"[red]failed[/red] {exc}"
+        label = f"{name} (default)" if name == default else name
+        table.add_row(label, str(spec.get("backend", "?")), str(where), status)
+    out.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="what to ask")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="model name")] = None,
+    character: Annotated[str | None, typer.Option("--character", "-c",
+                                                  help="answer as this character")] = None,
+    system: Annotated[str | None, typer.Option(help="system message (without --character)")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.2,
+    seed: Annotated[int | None, typer.Option()] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Ask a model one question (optionally in character) and print the answer."""
+    from charforge.llm.base import ChatMessage
+    from charforge.llm.registry import load_chat_model
+    from charforge.roleplay import question_messages
+
+    ws = _workspace(workspace) if character else _optional_workspace(workspace)
+    if character:
+        messages = question_messages(ws.load_character(character), question)
+    else:
+        messages = [ChatMessage(role="user", content=question)]
+        if system:
+            messages.insert(0, ChatMessage(role="system", content=system))
+    chat_model = load_chat_model(model, workspace=ws)
+
+    async def _ask():
+        try:
+            return await chat_model.chat(
+                messages, temperature=temperature, max_tokens=max_tokens, seed=seed
+            )
+        finally:
+            await chat_model.aclose()
+
+    with err.status(f"asking {chat_model.name}…"):
+        completion = asyncio.run(_ask())
+    print(completion.text)
+    if completion.truncated:
+        err.print(f"warning: the answer was cut at --max-tokens {max_tokens} (finish_reason=length)")
+
+
+@app.command()
+def demo(
+    workspace: Annotated[Path, typer.Option("--workspace", "-w")] = Path("demo-workspace"),
+    questions: Annotated[int, typer.Option(min=1, help="interview questions to ask")] = 2,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 120,
+) -> None:
+    """The main job on the embedded model: Beethoven answers interview questions."""
+    from charforge.demo import run_demo
+
+    run_demo(workspace, questions=questions, max_tokens=max_tokens, console=out)
+
+
+def main() -> None:
+    """Console entry point: one-line errors, clean interrupts."""
+    try:
+        app()  # standalone: usage errors print themselves and exit 2
+    except CharforgeError as exc:
+        if os.environ.get("CHARFORGE_DEBUG"):
+            raise
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""`make demo`: the main job, end to end on the embedded model.
+
+For now: import Beethoven from the Character-LLM profile shipped with the
+package, load the embedded SmolLM2-135M-Instruct, and print his answers to
+interview questions from the Character-LLM question set. Later stages extend
+this into the whole pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+
+from charforge.llm.local import LocalChatModel
+from charforge.roleplay import question_messages
+from charforge.workspace import Workspace
+
+DEMO_PROFILE = "wiki_Beethoven.txt"
+DEMO_QUESTIONS = "interview_Beethoven.json"
+
+
+def demo_file(name: str) -> Path:
+    return Path(str(resources.files("charforge").joinpath("data", name)))
+
+
+def interview_questions(limit: int) -> list[str]:
+    rows = json.loads(demo_file(DEMO_QUESTIONS).read_text(encoding="utf-8"))
+    return [row["question"] for row in rows[:limit]]
+
+
+def run_demo(
+    workspace_path: str | Path,
+    *,
+    questions: int = 2,
+    max_tokens: int = 120,
+    console: Console | None = None,
+) -> list[tuple[str, str]]:
+    """Run the demo; return the (question, answer) pairs it printed."""
+    console = console or Console()
+    workspace = Workspace.init(workspace_path)
+    names = {c.short_name for c in workspace.characters()}
+    if "Beethoven" in names:
+        character = workspace.load_character("Beethoven")
+        console.print(f"character: {character.name} (already in {workspace.root})")
+    else:
+        character = workspace.import_character(demo_file(DEMO_PROFILE))
+        console.print(
+            f"imported {character.name}: {len(character.profile)} profile paragraphs "
+            f"into {workspace.character_dir(character)}"
+        )
+
+    model = LocalChatModel(name="smollm2")
+    started = time.perf_counter()
+    with console.status("loading the embedded SmolLM2-135M-Instruct (the first run converts "
+                        "its GGUF file to a safetensors cache, ~30 s)…"):
+        description = asyncio.run(model.check())
+    console.print(f"model: smollm2, {description}, in {time.perf_counter() - started:.1f} s")
+
+    answers = []
+    for number, question in enumerate(interview_questions(questions), start=1):
+        messages = question_messages(character, question, max_profile_words=250)
+        with console.status(f"question {number}/{questions}: generating…"):
+            completion = asyncio.run(
+                model.chat(messages, temperature=0.2, top_p=1.0, max_tokens=max_tokens, seed=0)
+            )
+        rate = completion.usage.completion_tokens / max(completion.latency_s, 1e-9)
+        cut = " · cut at max_tokens" if completion.truncated else ""
+        console.print(
+            Panel(
+                completion.text or "(empty answer)",
+                title=f"Q{number}: {question}",
+                subtitle=f"{completion.usage.completion_tokens} tokens, {rate:.1f} tok/s{cut}",
+                title_align="left",
+            )
+        )
+        answers.append((question, completion.text))
+    console.print(
+        "SmolLM2-135M is a tiny, untrained stand-in: expect a weak Beethoven. Point charforge "
+        "at a stronger model in charforge.yaml (charforge models) for real work."
+    )
+    return answers

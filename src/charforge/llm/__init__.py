@@ -1,0 +1,1 @@
+"""Chat models: one protocol (`base.ChatModel`), several backends."""

@@ -1,0 +1,148 @@
+"""LocalChatModel on a tiny random Llama (fast) and the embedded SmolLM2."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from charforge.errors import ConfigError
+from charforge.llm.base import ChatModel
+from charforge.llm.local import LocalChatModel, LocalConfig
+
+QUESTION = [
+    {"role": "system", "content": "You are Beethoven."},
+    {"role": "user", "content": "What do you think of your father?"},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir) -> LocalChatModel:
+    model = LocalChatModel(LocalConfig(path=str(tiny_model_dir), dtype="float32"), name="tiny")
+    model.load()
+    return model
+
+
+def chat(model, messages=QUESTION, **kwargs):
+    return asyncio.run(model.chat(messages, **kwargs))
+
+
+def test_is_a_chat_model(tiny):
+    assert isinstance(tiny, ChatModel)
+
+
+def test_answer_counts_the_templated_prompt_and_new_tokens(tiny):
+    before = tiny.stats.requests
+    completion = chat(tiny, temperature=0, max_tokens=12)
+    prompt = tiny.tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True)
+    ids = prompt["input_ids"] if hasattr(prompt, "keys") else prompt
+    assert completion.usage.prompt_tokens == len(ids)
+    assert 0 < completion.usage.completion_tokens <= 12
+    assert completion.model == "tiny"
+    assert tiny.stats.requests == before + 1
+
+
+def test_hitting_max_tokens_is_reported_as_truncated(tiny):
+    completion = chat(tiny, temperature=0, max_tokens=5)
+    assert completion.usage.completion_tokens == 5
+    assert completion.finish_reason == "length"
+    assert completion.truncated
+
+
+def test_stop_string_cuts_the_answer(tiny):
+    full = chat(tiny, temperature=0, max_tokens=40).text
+    assert len(full) > 12, full
+    stop = full[8:11]
+    cut_at = full.find(stop)
+    completion = chat(tiny, temperature=0, max_tokens=40, stop=[stop])
+    assert completion.text == full[:cut_at].strip()
+    assert completion.finish_reason == "stop"
+    assert stop not in completion.text
+
+
+def test_seed_makes_sampling_repeatable(tiny):
+    first = chat(tiny, temperature=1.0, max_tokens=20, seed=7).text
+    again = chat(tiny, temperature=1.0, max_tokens=20, seed=7).text
+    other = chat(tiny, temperature=1.0, max_tokens=20, seed=8).text
+    assert first == again
+    assert first != other
+
+
+def test_generation_runs_off_the_event_loop(tiny):
+    async def scenario():
+        ticks = 0
+        done = False
+
+        async def ticker():
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        task = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        await tiny.chat(QUESTION, temperature=0, max_tokens=120)
+        elapsed = time.perf_counter() - started
+        done = True
+        await task
+        return ticks, elapsed
+
+    ticks, elapsed = asyncio.run(scenario())
+    # A blocked loop would tick once; a free one ticks throughout generation.
+    assert ticks >= max(3, int(elapsed / 0.01)), (ticks, elapsed)
+
+
+def test_concurrent_chats_all_complete(tiny):
+    async def many():
+        return await asyncio.gather(
+            *(tiny.chat(QUESTION, temperature=0, max_tokens=8) for _ in range(4))
+        )
+
+    results = asyncio.run(many())
+    assert len({r.text for r in results}) == 1  # greedy: same prompt, same answer
+
+
+def test_json_response_format_is_refused_clearly(tiny):
+    with pytest.raises(ConfigError, match="response_format"):
+        chat(tiny, response_format={"type": "json_object"})
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("./no-such-model", "not a model folder"), ("someone/not-cached-model", "cannot load")],
+)
+def test_unloadable_model_is_one_clear_line(tmp_path, monkeypatch, path, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    model = LocalChatModel(LocalConfig(path=path), name="broken")
+    with pytest.raises(ConfigError, match=message) as info:
+        model.load()
+    assert "\n" not in str(info.value)
+
+
+def test_from_config_names_the_bad_field():
+    with pytest.raises(ConfigError, match=r"model 'x': dtype"):
+        LocalChatModel.from_config("x", {"dtype": "int3"})
+
+
+@pytest.mark.integration
+def test_embedded_smollm2_answers_in_character():
+    from charforge.llm.embedded import smollm2_gguf
+
+    assert smollm2_gguf().stat().st_size > 50_000_000
+    model = LocalChatModel(name="smollm2")
+    completion = chat(model, temperature=0.2, max_tokens=48, seed=0)
+    assert completion.usage.completion_tokens > 0
+    assert sum(ch.isalpha() for ch in completion.text) > 10, completion.text
+    assert completion.finish_reason in ("stop", "length")
+    assert "helpful AI assistant named SmolLM" not in completion.text
+
+
+@pytest.mark.integration
+def test_gguf_file_loads_directly():
+    from charforge.llm.embedded import smollm2_gguf
+
+    model = LocalChatModel(LocalConfig(path=str(smollm2_gguf()), dtype="float32"), name="gguf")
+    completion = chat(model, temperature=0, max_tokens=8)
+    assert completion.usage.completion_tokens > 0
