@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.panel import Panel
 
-from charforge.llm.local import LocalChatModel
+from charforge.llm.local import LocalChatModel, LocalConfig
 from charforge.roleplay import question_messages
 from charforge.workspace import Workspace
 
@@ -55,7 +55,8 @@ def run_demo(
             f"into {workspace.character_dir(character)}"
         )
 
-    model = LocalChatModel(name="smollm2")
+    # A mild repetition penalty keeps the 135M model from looping on one phrase.
+    model = LocalChatModel(LocalConfig(repetition_penalty=1.2), name="smollm2")
     started = time.perf_counter()
     with console.status("loading the embedded SmolLM2-135M-Instruct (the first run converts "
                         "its GGUF file to a safetensors cache, ~30 s)…"):

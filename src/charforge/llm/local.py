@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,9 @@ class LocalConfig(BaseModel):
     )
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads")
+    repetition_penalty: float = Field(
+        default=1.0, ge=1.0, le=2.0, description="> 1 discourages repeating tokens (1 = off)"
+    )
 
 
 def _pick_device(requested: str) -> str:
@@ -111,8 +115,9 @@ class LocalChatModel:
             self._device = _pick_device(self.config.device)
             dtype = _pick_dtype(self.config.dtype, self._device)
             try:
-                tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
+                with _quiet_progress_bars():
+                    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+                    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
             except OSError as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ConfigError(
@@ -216,6 +221,7 @@ class LocalChatModel:
             eos_token_id=eos,
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
             stop_strings=stop or None,
+            repetition_penalty=self.config.repetition_penalty,
         )
         with self._generate_lock, torch.inference_mode():
             if seed is not None:
@@ -237,6 +243,20 @@ class LocalChatModel:
             finish = "stop"
         usage = Usage(prompt_tokens=int(input_ids.shape[1]), completion_tokens=len(new_ids))
         return text.strip(), finish, usage
+
+
+@contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """Hide transformers' per-tensor loading bars (callers show their own)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _ends_with_eos(token: int, eos: int | list[int] | None) -> bool:
