@@ -219,7 +219,9 @@ def ask(
         completion = asyncio.run(_ask())
     print(completion.text)
     if completion.truncated:
-        err.print(f"warning: the answer was cut at --max-tokens {max_tokens} (finish_reason=length)")
+        err.print(
+            f"warning: the answer was cut at --max-tokens {max_tokens} (finish_reason=length)"
+        )
 
 
 @app.command()

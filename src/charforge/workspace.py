@@ -111,7 +111,9 @@ class Workspace:
                 self._config = WorkspaceConfig.model_validate(raw)
             except (yaml.YAMLError, ValidationError) as exc:
                 first = str(exc).strip().splitlines()[0]
-                raise WorkspaceError(f"{self.config_path}: invalid configuration: {first}") from None
+                raise WorkspaceError(
+                    f"{self.config_path}: invalid configuration: {first}"
+                ) from None
         return self._config
 
     # -- characters ------------------------------------------------------------
@@ -217,13 +219,14 @@ class Workspace:
             )
         if not path.parent.is_dir():
             raise CharforgeError(f"{path}: folder {path.parent} does not exist")
-        staging = path.with_name(f".{path.name}.partial")
         if fmt == "card-json":
-            cards.write_card_json(character, staging)
+            data = cards.card_json_bytes(character)
         else:
             avatar = self.avatar_path(character)
-            cards.write_card_png(
-                character, staging, avatar=avatar.read_bytes() if avatar else None
+            data = cards.card_png_bytes(
+                character, avatar.read_bytes() if avatar else None, avatar_label=str(avatar)
             )
+        staging = path.with_name(f".{path.name}.partial")
+        staging.write_bytes(data)
         staging.replace(path)
         return path

@@ -85,7 +85,9 @@ MessagesLike = Sequence[ChatMessage | Mapping[str, Any]]
 
 def as_messages(messages: MessagesLike) -> list[ChatMessage]:
     """Accept `ChatMessage` objects or plain OpenAI-style dicts."""
-    out = [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(dict(m)) for m in messages]
+    out = [
+        m if isinstance(m, ChatMessage) else ChatMessage.model_validate(dict(m)) for m in messages
+    ]
     if not out:
         raise ValueError("a chat needs at least one message")
     return out

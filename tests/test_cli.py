@@ -1,0 +1,178 @@
+"""The `charforge` command as a user runs it: a real process, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from charforge.character import Character, Passage, Stage
+from charforge.demo import demo_file
+
+CLI = [sys.executable, "-m", "charforge.cli"]
+BEETHOVEN = demo_file("wiki_Beethoven.txt")
+
+
+def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None):
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env.pop("CHARFORGE_WORKSPACE", None)
+    return subprocess.run(
+        [*CLI, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    result = run("init", "ws", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return tmp_path / "ws"
+
+
+def test_init_writes_a_config_that_names_the_default_model(ws):
+    config = yaml.safe_load((ws / "charforge.yaml").read_text())
+    assert config["default_model"] == "smollm2"
+    assert (ws / "characters").is_dir()
+
+
+def test_import_list_show_a_wiki_profile(ws):
+    result = run("character", "import", BEETHOVEN, cwd=ws)
+    assert result.returncode == 0, result.stderr
+    assert "imported Ludwig van Beethoven as 'beethoven'" in result.stdout
+    saved = yaml.safe_load((ws / "characters/beethoven/character.yaml").read_text())
+    assert saved["name"] == "Ludwig van Beethoven"
+    assert saved["profile"][0].startswith("Ludwig van Beethoven (baptised")
+
+    listing = run("character", "list", cwd=ws)
+    assert "beethoven" in listing.stdout and "Ludwig van Beethoven" in listing.stdout
+
+    shown = run("character", "show", "Beethoven", "--json", cwd=ws)
+    assert json.loads(shown.stdout)["profile"] == saved["profile"]
+
+
+def test_workspace_is_found_from_a_subfolder_and_by_option(ws, tmp_path):
+    sub = ws / "characters"
+    assert run("character", "import", BEETHOVEN, cwd=sub).returncode == 0
+    assert "beethoven" in run("character", "list", "-w", ws, cwd=tmp_path).stdout
+
+
+def test_persllm_files_import_with_a_name(ws, tmp_path):
+    knowledge = tmp_path / "knowledge.txt"
+    style = tmp_path / "style.txt"
+    knowledge.write_text("【Book 1】Harry lives with the Dursleys.\n\nHogwarts is a school.\n")
+    style.write_text("【Chapter 2】\"I'm Harry,\" said Harry.\n")
+    result = run("character", "import", knowledge, "--style", style, "--name", "Harry Potter",
+                 cwd=ws)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(run("character", "show", "Harry Potter", "--json", cwd=ws).stdout)
+    assert [p["text"] for p in shown["knowledge"]] == [
+        "Harry lives with the Dursleys.", "Hogwarts is a school."]
+    assert shown["style"][0]["text"] == "\"I'm Harry,\" said Harry."
+
+
+def test_card_png_and_json_round_trip_through_the_cli(ws, tmp_path):
+    assert run("character", "import", BEETHOVEN, cwd=ws).returncode == 0
+    png, card_json = tmp_path / "b.png", tmp_path / "b.json"
+    assert run("character", "export", "beethoven", "-o", png, cwd=ws).returncode == 0
+    assert run("character", "export", "beethoven", "-o", card_json, cwd=ws).returncode == 0
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert json.loads(card_json.read_text())["spec"] == "chara_card_v2"
+
+    original = json.loads(run("character", "show", "beethoven", "--json", cwd=ws).stdout)
+    for card in (png, card_json):
+        other = tmp_path / f"other-{card.suffix[1:]}"
+        run("init", other, cwd=tmp_path)
+        result = run("character", "import", card, cwd=other)
+        assert result.returncode == 0, result.stderr
+        back = json.loads(run("character", "show", "beethoven", "--json", cwd=other).stdout)
+        for field in ("name", "short_name", "profile", "knowledge", "style", "stages"):
+            assert back[field] == original[field], field
+
+
+def test_png_card_keeps_its_picture(ws, tmp_path):
+    from charforge import cards
+
+    character = Character(
+        name="Cleopatra VII", short_name="Cleopatra", profile=["Queen of Egypt."],
+        knowledge=[Passage(text="Alexandria", stage="early")],
+        stages=[Stage(label="early", token="<TIME-I>")],
+    )
+    source = tmp_path / "cleo.png"
+    cards.write_card_png(character, source, avatar=None)
+    assert run("character", "import", source, cwd=ws).returncode == 0
+    kept = ws / "characters/cleopatra/avatar.png"
+    assert kept.read_bytes() == source.read_bytes()
+    again = tmp_path / "again.png"
+    assert run("character", "export", "cleopatra", "-o", again, cwd=ws).returncode == 0
+    assert cards.read_card_png(again)[0].stages == character.stages
+
+
+BAD_INPUTS = {
+    "no-name.txt": (b"Ludwig was a composer.\n\nHe was deaf.\n", "# Full Name"),
+    "empty-profile.txt": (b"# Ludwig van Beethoven\n\n\n", "empty"),
+    "latin1.txt": ("# Beethoven\n\nK\u00f6ln und Bonn".encode("latin-1"), "UTF-8"),
+    "broken.json": (b'{"spec": "chara_card_v2", "data": {', "invalid card JSON"),
+    "not-a-card.json": (b'{"hello": "world"}', "not a Character Card"),
+    "plain.png": (None, "no character card"),
+    "fake.png": (b"this is not a png", "not a PNG"),
+}
+
+
+@pytest.mark.parametrize("filename", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_nothing_written(ws, tmp_path, filename):
+    content, problem = BAD_INPUTS[filename]
+    path = tmp_path / filename
+    if content is None:
+        from PIL import Image
+
+        Image.new("RGB", (8, 8), "red").save(path)
+    else:
+        path.write_bytes(content)
+    before = files_under(ws)
+    result = run("character", "import", path, cwd=ws)
+    assert_one_line_error(result, filename, problem)
+    assert files_under(ws) == before
+
+
+def test_duplicate_import_is_refused_and_keeps_the_first(ws):
+    assert run("character", "import", BEETHOVEN, cwd=ws).returncode == 0
+    saved = (ws / "characters/beethoven/character.yaml").read_text()
+    assert_one_line_error(run("character", "import", BEETHOVEN, cwd=ws), "already exists",
+                          "--replace")
+    assert (ws / "characters/beethoven/character.yaml").read_text() == saved
+    assert run("character", "import", BEETHOVEN, "--replace", cwd=ws).returncode == 0
+
+
+def test_unknown_character_lists_the_known_ones(ws):
+    run("character", "import", BEETHOVEN, cwd=ws)
+    assert_one_line_error(run("character", "show", "Mozart", cwd=ws), "'Mozart'", "Beethoven")
+
+
+def test_missing_workspace_says_how_to_make_one(tmp_path):
+    assert_one_line_error(run("character", "list", cwd=tmp_path), "charforge init")
+
+
+def test_missing_file_and_unknown_export_format(ws, tmp_path):
+    assert_one_line_error(run("character", "import", tmp_path / "nope.txt", cwd=ws), "nope.txt")
+    run("character", "import", BEETHOVEN, cwd=ws)
+    assert_one_line_error(
+        run("character", "export", "beethoven", "-o", tmp_path / "b.yaml", cwd=ws), "b.yaml"
+    )
