@@ -188,9 +188,10 @@ def ask(
     character: Annotated[str | None, typer.Option("--character", "-c",
                                                   help="answer as this character")] = None,
     system: Annotated[str | None, typer.Option(help="system message (without --character)")] = None,
-    max_tokens: Annotated[int, typer.Option(min=1)] = 256,
-    temperature: Annotated[float, typer.Option(min=0.0, max=2.0)] = 0.2,
-    seed: Annotated[int | None, typer.Option()] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="longest answer, in tokens")] = 256,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0,
+                                               help="sampling temperature (0 = greedy)")] = 0.2,
+    seed: Annotated[int | None, typer.Option(help="sampling seed, for repeatable answers")] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Ask a model one question (optionally in character) and print the answer."""
@@ -226,9 +227,12 @@ def ask(
 
 @app.command()
 def demo(
-    workspace: Annotated[Path, typer.Option("--workspace", "-w")] = Path("demo-workspace"),
+    workspace: Annotated[Path, typer.Option("--workspace", "-w",
+                                            help="folder for the demo workspace")] = Path(
+        "demo-workspace"
+    ),
     questions: Annotated[int, typer.Option(min=1, help="interview questions to ask")] = 2,
-    max_tokens: Annotated[int, typer.Option(min=1)] = 120,
+    max_tokens: Annotated[int, typer.Option(min=1, help="longest answer, in tokens")] = 120,
 ) -> None:
     """The main job on the embedded model: Beethoven answers interview questions."""
     from charforge.demo import run_demo
