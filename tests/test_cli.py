@@ -176,3 +176,89 @@ def test_missing_file_and_unknown_export_format(ws, tmp_path):
     assert_one_line_error(
         run("character", "export", "beethoven", "-o", tmp_path / "b.yaml", cwd=ws), "b.yaml"
     )
+
+
+# -- models and ask, against a real OpenAI-compatible server on 127.0.0.1 ------------
+SECRET = "sk-test-cli-4b1d9e7f0c"
+
+
+def add_remote_model(ws: Path, base_url: str, *, default: bool = True) -> None:
+    config = yaml.safe_load((ws / "charforge.yaml").read_text())
+    config["models"]["teacher"] = {
+        "backend": "openai", "model": "scripted", "base_url": base_url,
+        "api_key_env": "CF_TEST_KEY", "max_retries": 1, "backoff_base_s": 0.01,
+    }
+    if default:
+        config["default_model"] = "teacher"
+    (ws / "charforge.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_ask_in_character_through_an_endpoint(ws):
+    from charforge.testing import Reply, ScriptedOpenAIServer
+
+    run("character", "import", BEETHOVEN, cwd=ws)
+    with ScriptedOpenAIServer([Reply(text="Bonn, on the Rhine.")]) as server:
+        add_remote_model(ws, server.base_url)
+        result = run("ask", "-c", "beethoven", "Where do you come from?", "--seed", "3",
+                     cwd=ws, env={"CF_TEST_KEY": SECRET})
+        sent = server.chat_requests[0]
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Bonn, on the Rhine."
+    system, user = sent.json["messages"]
+    assert system["role"] == "system" and "Ludwig van Beethoven" in system["content"]
+    assert user == {"role": "user", "content": "Where do you come from?"}
+    assert sent.json["seed"] == 3
+    assert sent.headers["authorization"] == f"Bearer {SECRET}"
+    assert all(SECRET not in p.read_text(errors="ignore") for p in ws.rglob("*") if p.is_file())
+
+
+def test_ask_warns_when_the_answer_is_cut(ws):
+    from charforge.testing import Reply, ScriptedOpenAIServer
+
+    with ScriptedOpenAIServer([Reply.truncated("Well, I")]) as server:
+        add_remote_model(ws, server.base_url)
+        result = run("ask", "hello", "--max-tokens", "3", cwd=ws, env={"CF_TEST_KEY": SECRET})
+    assert result.returncode == 0
+    assert result.stdout.strip() == "Well, I"
+    assert "cut at --max-tokens 3" in result.stderr
+
+
+def test_ask_with_a_missing_key_names_the_variable(ws):
+    add_remote_model(ws, "http://127.0.0.1:9/v1")
+    env = {k: v for k, v in os.environ.items() if k != "CF_TEST_KEY"}
+    result = subprocess.run([*CLI, "ask", "hi"], cwd=ws, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert_one_line_error(result, "CF_TEST_KEY is not set")
+
+
+def test_ask_failing_endpoint_is_one_line_exit_1_without_the_key(ws):
+    from charforge.testing import Reply, ScriptedOpenAIServer
+
+    with ScriptedOpenAIServer([Reply.server_error(), Reply.server_error()]) as server:
+        add_remote_model(ws, server.base_url)
+        result = run("ask", "hi", cwd=ws, env={"CF_TEST_KEY": SECRET})
+        assert len(server.chat_requests) == 2  # max_retries 1: two attempts, no more
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "gave up after 2 attempt(s)" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_models_lists_and_checks_each_model(ws, tiny_model_dir):
+    from charforge.testing import ScriptedOpenAIServer
+
+    config = yaml.safe_load((ws / "charforge.yaml").read_text())
+    config["models"]["tiny"] = {"backend": "local", "path": str(tiny_model_dir)}
+    config["models"]["gone"] = {"backend": "openai", "model": "m", "api_key_env": None,
+                                "base_url": "http://127.0.0.1:9/v1", "timeout_s": 2}
+    (ws / "charforge.yaml").write_text(yaml.safe_dump(config))
+    with ScriptedOpenAIServer() as server:
+        add_remote_model(ws, server.base_url, default=False)
+        result = run("models", cwd=ws, env={"CF_TEST_KEY": SECRET})
+    assert result.returncode == 1  # 'gone' is unreachable
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()}
+    assert "ok" in rows["teacher"] and "reachable: 1 model" in rows["teacher"]
+    assert "ok" in rows["tiny"] and "loaded" in rows["tiny"]
+    assert "failed" in rows["gone"]
+    assert "smollm2 (default)" in rows

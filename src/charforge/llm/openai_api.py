@@ -1,0 +1,373 @@
+"""Chat with any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, Ollama)
+through the official `openai` SDK.
+
+There is one retry layer, here: the SDK clients never retry on their own.
+API keys are read from environment variables when the model is created, live
+only in memory, and are redacted ("***") from every error message and from the
+log records of the `openai`/`httpx` loggers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import math
+import random
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import openai
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from charforge.errors import ChatModelError, ConfigError
+from charforge.llm.base import Completion, MessagesLike, ModelStats, Usage, as_messages
+from charforge.llm.secrets import read_keys, redact_from_logs
+
+logger = logging.getLogger("charforge.llm")
+
+_RETRYABLE_STATUSES = frozenset({408, 409, 429})
+_MAX_DETAIL_CHARS = 300
+
+
+class OpenAIConfig(BaseModel):
+    """Options of an `openai` backend model in charforge.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="the model id the endpoint knows")
+    base_url: str = Field(
+        default="https://api.openai.com/v1", min_length=1,
+        description="the endpoint's base URL, usually ending in /v1",
+    )
+    api_key_env: str | list[str] | None = Field(
+        default="OPENAI_API_KEY",
+        description="environment variable(s) holding the API key; several are used "
+        "round-robin; null for endpoints that need no key",
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="seconds allowed per request")
+    max_retries: int = Field(default=6, ge=0, le=100, description="retries after a failed try")
+    backoff_base_s: float = Field(
+        default=0.5, ge=0, description="first retry waits up to this long (full jitter)"
+    )
+    backoff_max_s: float = Field(default=30.0, ge=0, description="the longest wait between tries")
+    max_concurrency: int = Field(default=16, ge=1, le=4096, description="requests in flight")
+    supports_json_schema: bool = Field(
+        default=True, description="whether the endpoint honours response_format json_schema"
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="extra fields sent in every request body"
+    )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_not_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
+        names = [value] if isinstance(value, str) else value
+        if names is not None and (not names or not all(n.strip() for n in names)):
+            raise ValueError("give one or more environment variable names, or null")
+        return value
+
+
+# -- reading responses and errors ----------------------------------------------
+class _AttemptFailed(Exception):
+    """One failed HTTP attempt; `detail` is one line and already redacted."""
+
+    def __init__(self, detail: str, *, retryable: bool, retry_after_s: float | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+def _one_line(text: str, limit: int = _MAX_DETAIL_CHARS) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The wait a server asks for in `retry-after-ms` or `retry-after` (seconds
+    or an HTTP date), or None."""
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            seconds = _seconds_until_http_date(value) if header == "retry-after" else None
+        if seconds is not None and math.isfinite(seconds):
+            return seconds
+    return None
+
+
+def _seconds_until_http_date(value: str) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()
+
+
+def _server_message(error: openai.APIStatusError) -> str:
+    body = error.body
+    if isinstance(body, Mapping):
+        nested = body.get("error")
+        message = body.get("message") or (
+            nested.get("message") if isinstance(nested, Mapping) else nested
+        )
+        if message:
+            return str(message)
+    if isinstance(body, str) and body.strip():
+        return body
+    return error.message or "no message"
+
+
+def _connection_reason(error: BaseException) -> str:
+    """A short cause for a connection failure, from the exception chain."""
+    seen: BaseException | None = error
+    deepest = error
+    for _ in range(12):
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "unknown host"
+        deepest = seen
+        seen = seen.__cause__ or seen.__context__
+    return _one_line(str(deepest), 120) or "connection error"
+
+
+def _parse_completion(text: str, fallback_model: str) -> Completion:
+    """A chat completion body -> Completion, or a retryable `_AttemptFailed`."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise _AttemptFailed("malformed response (not JSON)", retryable=True) from None
+    try:
+        choice = data["choices"][0]
+        content = choice["message"].get("content")
+        usage = data.get("usage") or {}
+        return Completion(
+            text=content if isinstance(content, str) else "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            usage=Usage(
+                prompt_tokens=usage.get("prompt_tokens") or 0,
+                completion_tokens=usage.get("completion_tokens") or 0,
+            ),
+            model=data.get("model") or fallback_model,
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise _AttemptFailed("malformed response (no choices/message)", retryable=True) from None
+
+
+def _config_problem(model_name: str, error: ValidationError) -> str:
+    problems = error.errors()
+    first = problems[0]
+    option = str(first["loc"][0]) if first["loc"] else "options"
+    if first["type"] == "extra_forbidden":
+        text = f"model {model_name!r}: unknown option {option!r}"
+    elif first["type"] == "missing":
+        text = f"model {model_name!r}: option {option!r} is required"
+    else:
+        text = f"model {model_name!r}: option {option!r}: {first['msg']}"
+    more = len(problems) - 1
+    return _one_line(text + (f" (and {more} more problem(s))" if more else ""))
+
+
+# -- the model -------------------------------------------------------------------
+class OpenAIChatModel:
+    """A `ChatModel` backed by an OpenAI-compatible HTTP endpoint."""
+
+    def __init__(self, config: OpenAIConfig, *, name: str | None = None) -> None:
+        self.config = config
+        self.name = name or config.model
+        self.supports_json_schema = config.supports_json_schema
+        self.stats = ModelStats()
+        self._keys = read_keys(self.name, config.api_key_env)
+        redact_from_logs(self._keys)
+        self._clients: dict[int, openai.AsyncOpenAI] = {}
+        self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Test hooks: the jitter source and the sleep between retries.
+        self._random = random.Random()
+        self._sleep: Callable[[float], Any] = asyncio.sleep
+
+    @classmethod
+    def from_config(cls, name: str, options: Mapping[str, Any]) -> OpenAIChatModel:
+        """Build from a charforge.yaml model entry (a `backend` key is ignored)."""
+        settings = {k: v for k, v in dict(options or {}).items() if k != "backend"}
+        try:
+            config = OpenAIConfig.model_validate(settings)
+        except ValidationError as exc:
+            raise ConfigError(_config_problem(name, exc)) from None
+        return cls(config, name=name)
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIChatModel(name={self.name!r}, model={self.config.model!r}, "
+            f"base_url={self.config.base_url!r})"
+        )
+
+    # -- clients, bound to the running event loop --------------------------------
+    def _bind_loop(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop or self._semaphore is None:
+            # A new event loop (e.g. a second asyncio.run): clients and the
+            # semaphore of the old loop cannot be used from this one.
+            self._loop = loop
+            self._clients = {}
+            self._semaphore = asyncio.Semaphore(self.config.max_concurrency)
+        return self._semaphore
+
+    def _next_client(self) -> openai.AsyncOpenAI:
+        index = self._keys.next_index()
+        client = self._clients.get(index)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=self._keys.key(index),
+                base_url=self.config.base_url,
+                timeout=self.config.timeout_s,
+                max_retries=0,
+            )
+            self._clients[index] = client
+        return client
+
+    def _error(self, text: str) -> ChatModelError:
+        return ChatModelError(_one_line(self._keys.redact(f"model {self.name!r}: {text}"), 600))
+
+    # -- chat ----------------------------------------------------------------------
+    async def chat(
+        self,
+        messages: MessagesLike,
+        *,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        max_tokens: int = 512,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        response_format: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        request: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": [m.to_openai() for m in as_messages(messages)],
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+        }
+        optional = {
+            "stop": list(stop) if stop else None,
+            "seed": seed,
+            "response_format": None if response_format is None else dict(response_format),
+            "extra_body": dict(self.config.extra_body) or None,
+        }
+        request.update({key: value for key, value in optional.items() if value is not None})
+        started = time.monotonic()
+        completion, attempts = await self._send_with_retries(request)
+        completion.latency_s = time.monotonic() - started
+        completion.attempts = attempts
+        if completion.truncated:
+            logger.warning(
+                "model %r: answer truncated at max_tokens=%d (finish_reason=length)",
+                self.name, max_tokens,
+            )
+        self.stats.record(completion)
+        return completion
+
+    async def _send_with_retries(self, request: dict[str, Any]) -> tuple[Completion, int]:
+        semaphore = self._bind_loop()
+        tries = self.config.max_retries + 1
+        for attempt in range(tries):
+            try:
+                async with semaphore:
+                    return await self._send_once(request), attempt + 1
+            except _AttemptFailed as failure:
+                if not failure.retryable:
+                    self._record_failure(attempt + 1)
+                    raise self._error(failure.detail) from None
+                if attempt + 1 == tries:
+                    self._record_failure(tries)
+                    raise self._error(
+                        f"gave up after {tries} attempt(s); last error: {failure.detail}"
+                    ) from None
+                delay = self._backoff_s(attempt, failure.retry_after_s)
+                logger.info(
+                    "model %r: attempt %d failed (%s); retrying in %.2fs",
+                    self.name, attempt + 1, failure.detail, delay,
+                )
+                await self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_once(self, request: dict[str, Any]) -> Completion:
+        client = self._next_client()
+        try:
+            raw = await client.chat.completions.with_raw_response.create(**request)
+        except openai.APIStatusError as exc:
+            raise self._status_failure(exc) from None
+        except openai.APITimeoutError:
+            timeout = self.config.timeout_s
+            raise _AttemptFailed(f"timed out after {timeout:g}s", retryable=True) from None
+        except openai.APIConnectionError as exc:
+            reason = _connection_reason(exc)
+            raise _AttemptFailed(f"connection error ({reason})", retryable=True) from None
+        except openai.APIError as exc:
+            raise _AttemptFailed(_one_line(self._keys.redact(str(exc))), retryable=False) from None
+        return _parse_completion(raw.text, self.config.model)
+
+    def _status_failure(self, error: openai.APIStatusError) -> _AttemptFailed:
+        status = error.status_code
+        retryable = status in _RETRYABLE_STATUSES or status >= 500
+        detail = _one_line(self._keys.redact(f"HTTP {status}: {_server_message(error)}"))
+        retry_after = retry_after_seconds(error.response.headers) if retryable else None
+        return _AttemptFailed(detail, retryable=retryable, retry_after_s=retry_after)
+
+    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
+        """Seconds to wait before retry number `attempt + 1`: the server's
+        Retry-After when given, else full jitter, both capped at backoff_max_s."""
+        cap = self.config.backoff_max_s
+        if retry_after_s is not None:
+            return min(max(retry_after_s, 0.0), cap)
+        return self._random.uniform(0.0, min(cap, self.config.backoff_base_s * 2.0**attempt))
+
+    def _record_failure(self, attempts: int) -> None:
+        self.stats.requests += 1
+        self.stats.attempts += attempts
+        self.stats.failures += 1
+
+    # -- check and close -----------------------------------------------------------
+    async def check(self) -> str:
+        """List the endpoint's models (`GET /models`), once, without retries."""
+        self._bind_loop()
+        url = self.config.base_url
+        try:
+            page = await self._next_client().models.list()
+        except openai.APIStatusError as exc:
+            raise self._error(
+                f"{url} answered HTTP {exc.status_code}: {_server_message(exc)}"
+            ) from None
+        except openai.APITimeoutError:
+            raise self._error(
+                f"cannot reach {url} (timed out after {self.config.timeout_s:g}s)"
+            ) from None
+        except openai.APIConnectionError as exc:
+            raise self._error(f"cannot reach {url} ({_connection_reason(exc)})") from None
+        except (openai.APIError, ValueError, TypeError) as exc:
+            raise self._error(f"unexpected answer from {url}/models: {exc}") from None
+        ids = [getattr(item, "id", None) for item in getattr(page, "data", None) or []]
+        summary = f"reachable: {len(ids)} model{'' if len(ids) == 1 else 's'}"
+        if ids and self.config.model not in ids:
+            summary += f" (none named {self.config.model!r})"
+        return summary
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        if self._loop is not asyncio.get_running_loop():
+            return  # clients of a finished event loop cannot be closed from this one
+        for client in clients:
+            await client.close()
