@@ -146,3 +146,28 @@ def test_gguf_file_loads_directly():
     model = LocalChatModel(LocalConfig(path=str(smollm2_gguf()), dtype="float32"), name="gguf")
     completion = chat(model, temperature=0, max_tokens=8)
     assert completion.usage.completion_tokens > 0
+
+
+def test_hub_id_loads_from_the_local_cache_without_network(tmp_path, tiny_model_dir):
+    """A model already in the Hugging Face cache loads by its hub id, offline."""
+    import shutil
+    import subprocess
+    import sys
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--charforge-test--tiny-llama"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    script = (
+        "import asyncio\n"
+        "from charforge.llm.local import LocalChatModel, LocalConfig\n"
+        "m = LocalChatModel(LocalConfig(path='charforge-test/tiny-llama'), name='hub')\n"
+        "c = asyncio.run(m.chat([{'role': 'user', 'content': 'hi'}], max_tokens=4))\n"
+        "print(c.usage.completion_tokens)\n"
+    )
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "4"
