@@ -45,9 +45,14 @@ class ConfigError(CharforgeError):
 
 
 class ChatModelError(CharforgeError):
-    """A chat request that failed for good (after retries, or not retryable)."""
+    """A chat request that failed for good (after retries, or not retryable).
+    `errors` holds one line per failed try, for the store's attempt log."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors if errors is not None else [message]
 
 
 class MissingAPIKeyError(ChatModelError):

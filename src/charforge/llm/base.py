@@ -57,6 +57,9 @@ class Completion(BaseModel):
     model: str = ""
     latency_s: float = 0.0
     attempts: int = 1
+    retry_errors: list[str] = Field(
+        default_factory=list, description="one line per failed try before this answer"
+    )
 
     @property
     def truncated(self) -> bool:

@@ -239,8 +239,9 @@ class OpenAIChatModel:
             self._clients[index] = client
         return client
 
-    def _error(self, text: str) -> ChatModelError:
-        return ChatModelError(_one_line(self._keys.redact(f"model {self.name!r}: {text}"), 600))
+    def _error(self, text: str, errors: list[str] | None = None) -> ChatModelError:
+        message = _one_line(self._keys.redact(f"model {self.name!r}: {text}"), 600)
+        return ChatModelError(message, errors=errors)
 
     # -- chat ----------------------------------------------------------------------
     async def chat(
@@ -283,18 +284,22 @@ class OpenAIChatModel:
     async def _send_with_retries(self, request: dict[str, Any]) -> tuple[Completion, int]:
         semaphore = self._bind_loop()
         tries = self.config.max_retries + 1
+        errors: list[str] = []
         for attempt in range(tries):
             try:
                 async with semaphore:
-                    return await self._send_once(request), attempt + 1
+                    completion = await self._send_once(request)
+                completion.retry_errors = errors
+                return completion, attempt + 1
             except _AttemptFailed as failure:
+                errors.append(failure.detail)
                 if not failure.retryable:
                     self._record_failure(attempt + 1)
-                    raise self._error(failure.detail) from None
+                    raise self._error(failure.detail, errors) from None
                 if attempt + 1 == tries:
                     self._record_failure(tries)
                     raise self._error(
-                        f"gave up after {tries} attempt(s); last error: {failure.detail}"
+                        f"gave up after {tries} attempt(s); last error: {failure.detail}", errors
                     ) from None
                 delay = self._backoff_s(attempt, failure.retry_after_s)
                 logger.info(
