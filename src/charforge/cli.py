@@ -30,6 +30,14 @@ app = typer.Typer(
 )
 character_app = typer.Typer(help="Import, list, show and export characters.", no_args_is_help=True)
 app.add_typer(character_app, name="character")
+generate_app = typer.Typer(
+    help="Experience Reconstruction: scenes, experiences and protective scenes from a teacher.",
+    no_args_is_help=True,
+)
+app.add_typer(generate_app, name="generate")
+dataset_app = typer.Typer(help="Build training data from generated records.",
+                          no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
 
 out = Console()
 err = Console(stderr=True)
@@ -145,6 +153,165 @@ def character_export(
     """Export a character as a Character Card V2 (JSON or PNG)."""
     path = _workspace(workspace).export_character(name, output, fmt=fmt)
     out.print(f"wrote {path}")
+
+
+# -- generation ------------------------------------------------------------------------
+CharacterArg = Annotated[str, typer.Argument(help="id, short name or full name")]
+ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="teacher model name")]
+ConcurrencyOption = Annotated[int, typer.Option(min=1, max=4096, help="requests in flight")]
+LimitOption = Annotated[int | None, typer.Option(min=1, help="run at most N tasks now")]
+RetryFailedOption = Annotated[bool, typer.Option(help="queue failed tasks again")]
+RetryRejectedOption = Annotated[bool, typer.Option(help="queue rejected answers again")]
+DryRunOption = Annotated[bool, typer.Option(help="print the first prompt and the task count")]
+FormatOption = Annotated[str, typer.Option(
+    "--format", help="teacher output: auto (json where the endpoint supports it), text or json")]
+TemperatureOption = Annotated[float, typer.Option(min=0.0, max=2.0, help="sampling temperature")]
+MaxTokensOption = Annotated[int | None, typer.Option(min=1, help="longest answer, in tokens")]
+
+
+def _generate(stage: str, character: str, *, workspace: Path | None, model: str | None,
+              concurrency: int, limit: int | None, retry_failed: bool, retry_rejected: bool,
+              dry_run: bool, fmt: str, temperature: float, max_tokens: int | None,
+              options: dict) -> None:
+    from charforge.generate import DryRun, generate
+
+    if retry_failed and retry_rejected:
+        raise CharforgeError("pass --retry-failed or --retry-rejected, not both")
+    retry = "failed" if retry_failed else "rejected" if retry_rejected else None
+    result = generate(
+        _workspace(workspace), character, stage, model=model, concurrency=concurrency,
+        limit=limit, retry=retry, dry_run=dry_run, output_format=fmt,
+        sampling={"temperature": temperature, "max_tokens": max_tokens}, options=options,
+        console=err,
+    )
+    if isinstance(result, DryRun):
+        out.print(f"{result.tasks} task(s) to run for {stage}")
+        for message in result.first_messages or []:
+            out.rule(message.role)
+            out.print(message.content, markup=False, highlight=False)
+        return
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.rejection_reasons.items()))
+    out.print(
+        f"{stage}: {result.done} done, {result.rejected} rejected"
+        f"{f' ({reasons})' if reasons else ''}, {result.failed} failed in "
+        f"{result.elapsed_s:.1f} s; tokens {result.prompt_tokens} in, "
+        f"{result.completion_tokens} out"
+    )
+    if result.interrupted:
+        err.print(f"interrupted: {result.released} task(s) went back to pending; run the same "
+                  "command again to resume")
+        raise typer.Exit(130)
+    if result.failed:
+        err.print("some tasks failed; see charforge status, then rerun with --retry-failed")
+        raise typer.Exit(1)
+
+
+@generate_app.command("scenes")
+def generate_scenes(
+    character: CharacterArg,
+    prompts: Annotated[int, typer.Option(min=1, help="prompts to send (seed: ~20 per 1k "
+                                                     "words of profile)")] = 20,
+    scenes_per_prompt: Annotated[int, typer.Option(min=1, max=50)] = 5,
+    context_words: Annotated[int, typer.Option(min=20, help="profile words per prompt")] = 300,
+    model: ModelOption = None, concurrency: ConcurrencyOption = 16, limit: LimitOption = None,
+    retry_failed: RetryFailedOption = False, retry_rejected: RetryRejectedOption = False,
+    dry_run: DryRunOption = False, fmt: FormatOption = "auto",
+    temperature: TemperatureOption = 0.7, max_tokens: MaxTokensOption = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Imagine scenes of the character's life from profile passages."""
+    _generate("scenes", character, workspace=workspace, model=model, concurrency=concurrency,
+              limit=limit, retry_failed=retry_failed, retry_rejected=retry_rejected,
+              dry_run=dry_run, fmt=fmt, temperature=temperature, max_tokens=max_tokens,
+              options={"prompts": prompts, "scenes_per_prompt": scenes_per_prompt,
+                       "context_words": context_words})
+
+
+@generate_app.command("experiences")
+def generate_experiences(
+    character: CharacterArg,
+    min_words: Annotated[int, typer.Option(min=50, help="words asked for per scene")] = 600,
+    model: ModelOption = None, concurrency: ConcurrencyOption = 16, limit: LimitOption = None,
+    retry_failed: RetryFailedOption = False, retry_rejected: RetryRejectedOption = False,
+    dry_run: DryRunOption = False, fmt: FormatOption = "auto",
+    temperature: TemperatureOption = 0.7, max_tokens: MaxTokensOption = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Complete each generated scene into a dialogue where the character thinks and speaks."""
+    _generate("experiences", character, workspace=workspace, model=model,
+              concurrency=concurrency, limit=limit, retry_failed=retry_failed,
+              retry_rejected=retry_rejected, dry_run=dry_run, fmt=fmt,
+              temperature=temperature, max_tokens=max_tokens, options={"min_words": min_words})
+
+
+@generate_app.command("protective")
+def generate_protective(
+    character: CharacterArg,
+    count: Annotated[int, typer.Option(min=1, help="protective scenes to ask for")] = 50,
+    model: ModelOption = None, concurrency: ConcurrencyOption = 16, limit: LimitOption = None,
+    retry_failed: RetryFailedOption = False, retry_rejected: RetryRejectedOption = False,
+    dry_run: DryRunOption = False, fmt: FormatOption = "auto",
+    temperature: TemperatureOption = 0.7, max_tokens: MaxTokensOption = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Scenes where someone tries to make the character talk about what it cannot know."""
+    _generate("protective", character, workspace=workspace, model=model,
+              concurrency=concurrency, limit=limit, retry_failed=retry_failed,
+              retry_rejected=retry_rejected, dry_run=dry_run, fmt=fmt,
+              temperature=temperature, max_tokens=max_tokens, options={"count": count})
+
+
+@dataset_app.command("build")
+def dataset_build(
+    character: CharacterArg,
+    preset: Annotated[str, typer.Option(
+        help="system prompt: charforge (ours) or character-llm (the released checkpoints' "
+        "meta prompt)")] = "charforge",
+    test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9,
+                                                 help="share of dialogues held out")] = 0.0,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Experiences + protective scenes -> SFT chat records, prompted records, statistics."""
+    from charforge.dataset.export import build_dataset
+
+    if preset not in ("charforge", "character-llm"):
+        raise CharforgeError(f"unknown preset {preset!r}; use charforge or character-llm")
+    result = build_dataset(_workspace(workspace), character, preset=preset,  # type: ignore[arg-type]
+                           test_fraction=test_fraction)
+    s = result.stats
+    table = Table("character", "scenes imagined", "experiences", "protective", "words",
+                  "turns/dialogue", "words/turn", "SFT records", "rejected")
+    rejected = sum(n for reasons in s.rejected.values() for n in reasons.values())
+    table.add_row(s.name, str(s.scene_outlines), str(s.dialogues.get("experience", 0)),
+                  str(s.dialogues.get("protective", 0)), str(s.words), str(s.turns_per_dialogue),
+                  str(s.words_per_turn), f"{s.sft_records} ({s.train}/{s.test})", str(rejected))
+    out.print(table)
+    out.print(f"wrote {result.folder}")
+
+
+@app.command()
+def status(workspace: WorkspaceOption = None) -> None:
+    """Per character and stage: pending, done, failed, rejected tasks and tokens used."""
+    ws = _workspace(workspace)
+    store = ws.store()
+    try:
+        rows = store.stage_counts()
+        table = Table("character", "stage", "pending", "leased", "done", "rejected", "failed",
+                      "records", "tokens in", "tokens out", "rejection reasons")
+        for row in rows:
+            reasons = store.rejection_counts(row.character, row.stage)
+            table.add_row(
+                row.character, row.stage, str(row.pending), str(row.leased), str(row.done),
+                str(row.rejected), str(row.failed), str(row.records), str(row.prompt_tokens),
+                str(row.completion_tokens),
+                ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "-",
+            )
+    finally:
+        store.close()
+    if not rows:
+        out.print("nothing generated yet; run: charforge generate scenes CHARACTER")
+        return
+    out.print(table)
 
 
 # -- models ----------------------------------------------------------------------------

@@ -104,6 +104,14 @@ class TaskSpec(BaseModel):
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
+    def as_row(self) -> TaskRow:
+        """The task as it will look once stored (for dry runs)."""
+        return TaskRow(
+            id=self.id, character=self.character, stage=self.stage, template=self.template,
+            template_version=self.template_version, model=self.model, params=self.params,
+            inputs=self.inputs, status="pending", attempts=0,
+        )
+
 
 @dataclass(frozen=True)
 class TaskRow:

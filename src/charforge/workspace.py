@@ -116,6 +116,13 @@ class Workspace:
                 ) from None
         return self._config
 
+    # -- the store --------------------------------------------------------------
+    def store(self):  # -> charforge.store.Store (imported lazily: sqlite is not needed to list)
+        """Open the workspace's SQLite store (charforge.db), creating it if needed."""
+        from charforge.store import Store
+
+        return Store.for_workspace(self.root)
+
     # -- characters ------------------------------------------------------------
     @property
     def characters_dir(self) -> Path:

@@ -38,7 +38,7 @@ def template_version(name: str) -> int:
     return int(match.group(1))
 
 
-def render_prompt(name: str, **values: Any) -> str:
+def render_prompt(name: str, /, **values: Any) -> str:
     """Render prompts/<name>.j2 with `values`; surrounding blank lines removed."""
     template = _environment().from_string(template_source(name))
     return template.render(**values).strip()

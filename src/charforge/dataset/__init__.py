@@ -1,0 +1,2 @@
+"""From stored records to training data: SFT chat records, the Character-LLM
+prompted format, statistics and exports."""
