@@ -8,32 +8,21 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import yaml
 
-from charforge.demo import demo_file
 from charforge.errors import CharforgeError, ChatModelError, UnknownCharacterError
 from charforge.generate import DryRun, generate
 from charforge.runner import RunSummary
 from charforge.testing import Reply, ScriptedOpenAIServer
 from charforge.workspace import Workspace
 
+from conftest import teacher_workspace
 from scripted_teacher import answer
 
 QUIET = {"show_progress": False}
 
 
 def make_workspace(tmp_path: Path, base_url: str, *, json_schema: bool = False) -> Workspace:
-    ws = Workspace.init(tmp_path / "ws")
-    ws.import_character(demo_file("wiki_Beethoven.txt"))
-    config = yaml.safe_load(ws.config_path.read_text())
-    config["default_model"] = "teacher"
-    config["models"]["teacher"] = {
-        "backend": "openai", "model": "scripted", "base_url": base_url, "api_key_env": None,
-        "max_retries": 4, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 2,
-        "supports_json_schema": json_schema,
-    }
-    ws.config_path.write_text(yaml.safe_dump(config))
-    return Workspace(ws.root)
+    return teacher_workspace(tmp_path / "ws", base_url, json_schema=json_schema)
 
 
 def db(ws: Workspace) -> sqlite3.Connection:
