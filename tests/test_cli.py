@@ -262,3 +262,51 @@ def test_models_lists_and_checks_each_model(ws, tiny_model_dir):
     assert "ok" in rows["tiny"] and "loaded" in rows["tiny"]
     assert "failed" in rows["gone"]
     assert "smollm2 (default)" in rows
+
+
+# -- generate, status, dataset ----------------------------------------------------------
+def test_generate_bad_inputs_fail_before_any_task_is_queued(ws):
+    run("character", "import", BEETHOVEN, cwd=ws)
+    add_remote_model(ws, "http://127.0.0.1:9/v1")
+    env = {k: v for k, v in os.environ.items() if k != "CF_TEST_KEY"}
+    missing = subprocess.run([*CLI, "generate", "scenes", "beethoven"], cwd=ws, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert_one_line_error(missing, "CF_TEST_KEY is not set")
+    unreachable = run("generate", "scenes", "beethoven", cwd=ws, env={"CF_TEST_KEY": SECRET})
+    assert unreachable.returncode == 1
+    assert "cannot reach http://127.0.0.1:9/v1" in unreachable.stderr
+    assert unreachable.stderr.strip().count("\n") == 0
+    assert_one_line_error(run("generate", "scenes", "Mozart", cwd=ws),
+                          "unknown character 'Mozart'", "Beethoven")
+    status = run("status", cwd=ws)
+    assert "nothing generated yet" in status.stdout
+
+
+def test_generate_dry_run_then_run_then_status_and_dataset(ws):
+    from charforge.testing import ScriptedOpenAIServer
+
+    from scripted_teacher import answer
+
+    run("character", "import", BEETHOVEN, cwd=ws)
+    env = {"CF_TEST_KEY": SECRET}
+    with ScriptedOpenAIServer(responder=answer) as server:
+        add_remote_model(ws, server.base_url)
+        dry = run("generate", "scenes", "beethoven", "--prompts", "3", "--dry-run", cwd=ws,
+                  env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert "3 task(s) to run for scenes" in dry.stdout
+        assert "Imagine 5 different scenes" in dry.stdout
+        assert server.chat_requests == []
+        scenes = run("generate", "scenes", "beethoven", "--prompts", "3",
+                     "--scenes-per-prompt", "2", cwd=ws, env=env)
+        assert scenes.returncode == 0, scenes.stderr
+        assert "scenes: 3 done, 0 rejected, 0 failed" in scenes.stdout
+        assert run("generate", "experiences", "beethoven", cwd=ws, env=env).returncode == 0
+    status = run("status", cwd=ws)
+    lines = [line for line in status.stdout.splitlines() if "beethoven" in line]
+    assert len(lines) == 2
+    scenes_row = [c.strip() for c in next(x for x in lines if "scenes" in x).split("│")]
+    assert scenes_row[3:9] == ["0", "0", "3", "0", "0", "6"]  # pending..records
+    built = run("dataset", "build", "beethoven", cwd=ws)
+    assert built.returncode == 0, built.stderr
+    assert (ws / "datasets/beethoven/sft.jsonl").read_text().count("\n") == 6
