@@ -400,11 +400,15 @@ def demo(
     ),
     questions: Annotated[int, typer.Option(min=1, help="interview questions to ask")] = 2,
     max_tokens: Annotated[int, typer.Option(min=1, help="longest answer, in tokens")] = 120,
+    generation: Annotated[bool, typer.Option(
+        help="also run a small Experience Reconstruction with the embedded teacher")] = True,
 ) -> None:
-    """The main job on the embedded model: Beethoven answers interview questions."""
+    """The main job on the embedded model: Beethoven answers interview questions, then a
+    small Experience Reconstruction run with the same model as teacher."""
     from charforge.demo import run_demo
 
-    run_demo(workspace, questions=questions, max_tokens=max_tokens, console=out)
+    run_demo(workspace, questions=questions, max_tokens=max_tokens, generation=generation,
+             console=out)
 
 
 def main() -> None:

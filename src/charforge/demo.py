@@ -1,9 +1,12 @@
 """`make demo`: the main job, end to end on the embedded model.
 
-For now: import Beethoven from the Character-LLM profile shipped with the
-package, load the embedded SmolLM2-135M-Instruct, and print his answers to
-interview questions from the Character-LLM question set. Later stages extend
-this into the whole pipeline.
+Import Beethoven from the Character-LLM profile shipped with the package,
+load the embedded SmolLM2-135M-Instruct, print his answers to interview
+questions from the Character-LLM question set, then run Experience
+Reconstruction small (scenes -> experiences -> protective -> dataset) with the
+same model as teacher. A 135M teacher writes mostly unusable scenes: the demo
+shows the rejection counts and reasons as they are. Later stages extend this
+into the whole pipeline.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.panel import Panel
 
+from charforge.errors import CharforgeError
 from charforge.llm.local import LocalChatModel, LocalConfig
 from charforge.roleplay import question_messages
 from charforge.workspace import Workspace
@@ -39,6 +43,7 @@ def run_demo(
     *,
     questions: int = 2,
     max_tokens: int = 120,
+    generation: bool = True,
     console: Console | None = None,
 ) -> list[tuple[str, str]]:
     """Run the demo; return the (question, answer) pairs it printed."""
@@ -85,4 +90,45 @@ def run_demo(
         "SmolLM2-135M is a tiny, untrained stand-in: expect a weak Beethoven. Point charforge "
         "at a stronger model in charforge.yaml (charforge models) for real work."
     )
+    if generation:
+        run_small_generation(workspace, character.slug, model, console)
     return answers
+
+
+# Small enough to finish in a few minutes on a laptop CPU at ~15 tokens/s.
+DEMO_STAGES = [
+    ("scenes", {"prompts": 2, "scenes_per_prompt": 3}, 320),
+    ("experiences", {"min_words": 200}, 360),
+    ("protective", {"count": 1}, 300),
+]
+
+
+def run_small_generation(
+    workspace: Workspace, character: str, model: LocalChatModel, console: Console
+) -> None:
+    """Experience Reconstruction on the embedded teacher, resumable like any run."""
+    from charforge.dataset.export import build_dataset
+    from charforge.generate import generate
+
+    console.rule("Experience Reconstruction with the embedded teacher")
+    for stage, options, max_tokens in DEMO_STAGES:
+        summary = generate(
+            workspace, character, stage, model=model, concurrency=1, options=options,
+            sampling={"temperature": 0.7, "max_tokens": max_tokens}, console=console,
+            limit=2,
+        )
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejection_reasons.items()))
+        console.print(
+            f"{stage}: {summary.done} accepted, {summary.rejected} rejected"
+            f"{f' ({reasons})' if reasons else ''}, {summary.failed} failed"
+        )
+    try:
+        build = build_dataset(workspace, character)
+    except CharforgeError as exc:
+        console.print(f"dataset: {exc}")
+        return
+    stats = build.stats
+    console.print(
+        f"dataset: {stats.sft_records} SFT records, {stats.words} words, "
+        f"{stats.turns_per_dialogue} turns per dialogue -> {build.folder}"
+    )
