@@ -24,7 +24,7 @@ from charforge.parse import (
     scan_scenes_text,
     truncation_check,
 )
-from charforge.records import Dialogue, Rejected, Scene, Turn
+from charforge.records import Dialogue, Rejected, Scene
 
 INTERVIEWS = Path(__file__).resolve().parents[2] / "shared/data/character-llm/gen_results"
 INTERVIEW_FILES = sorted(INTERVIEWS.glob("interview_turns/*/*.jsonl"))
@@ -105,6 +105,14 @@ def test_scene_fields_on_the_header_line_and_multiline_values() -> None:
         Scene(type="Speech", location="The Augarten",
               background="Beethoven conducts a morning concert in the park for a small crowd."),
     ]
+
+
+def test_numbered_fields() -> None:
+    background = "Heiligenstadt, October 1802. Beethoven writes to his brothers."
+    wrapped = background.replace("October ", "October\n")  # "1802. " starts a line
+    text = f"Scene 1:\n1. Type: Debate\n2. Location: Bonn\n3. Background: {wrapped}\n"
+    assert parse_scenes_text(text) == [Scene(type="Debate", location="Bonn",
+                                             background=background)]
 
 
 def test_value_starting_after_a_blank_line_and_quoted_values() -> None:
@@ -231,10 +239,10 @@ def test_plain_script_style_counts_as_speaking() -> None:
 
 
 def test_colon_lines_inside_tagged_turns_stay_content() -> None:
-    text = (f"Background: {BG}\nBeethoven (speaking)\nNote: the tempo is wrong.\n"
+    text = (f"Background: {BG}\nBeethoven (speaking)\nTempo: the tempo is wrong.\n"
             "Ries (speaking)\nI see.\nBeethoven: Again, from the top.\n")
     assert triples(beethoven(text)) == [
-        ("Beethoven", "speaking", "Note: the tempo is wrong."),
+        ("Beethoven", "speaking", "Tempo: the tempo is wrong."),
         ("Ries", "speaking", "I see."),
         ("Beethoven", "speaking", "Again, from the top."),  # a known speaker: a turn
     ]
@@ -294,6 +302,25 @@ def test_background_variants() -> None:
     assert beethoven(bare, require_background=False).background == ""
     crlf = SEED_DIALOGUE.replace("\n", "\r\n")
     assert triples(beethoven(crlf)) == SEED_TURNS
+
+
+def test_markdown_chat_style_answer() -> None:
+    text = (
+        "Sure! Here's a scene:\n\n## Background\n"
+        "The year is 1802. Beethoven walks with Ries near Heiligenstadt.\n\n"
+        "**Beethoven (thinking):** *I can no longer hear the flute...*\n\n"
+        "**Ries (speaking):** \"Master, do you hear the shepherd's pipe?\"\n\n"
+        "**Beethoven (speaking):** (pausing) \"No... I hear nothing.\"\n\n"
+        "**Ries (speaking):** *looks away* I am sorry, master.\n"
+    )
+    dialogue = beethoven(text)
+    assert dialogue.background == "The year is 1802. Beethoven walks with Ries near Heiligenstadt."
+    assert triples(dialogue) == [
+        ("Beethoven", "thinking", "I can no longer hear the flute..."),  # italics: the thought
+        ("Ries", "speaking", "Master, do you hear the shepherd's pipe?"),
+        ("Beethoven", "speaking", "No... I hear nothing."),
+        ("Ries", "speaking", "I am sorry, master."),
+    ]
 
 
 def test_empty_trailing_turn_is_dropped_and_counted() -> None:
@@ -625,9 +652,3 @@ def test_fuzz_only_ever_rejected() -> None:
         else:
             text = "".join(chr(rng.randint(0, 0x2FFF)) for _ in range(rng.randint(0, 80)))
         _parse_everything(text)
-
-
-def test_turn_records_are_plain_models() -> None:
-    turn = beethoven(SEED_DIALOGUE).turns[0]
-    assert isinstance(turn, Turn) and turn.model_dump() == {
-        "speaker": "Beethoven", "action": "speaking", "content": SEED_TURNS[0][2]}
