@@ -122,6 +122,9 @@ def run_small_generation(
             f"{stage}: {summary.done} accepted, {summary.rejected} rejected"
             f"{f' ({reasons})' if reasons else ''}, {summary.failed} failed"
         )
+        with workspace.store() as store:
+            for _, reason, detail in store.rejections(character, stage)[:2]:
+                console.print(f"  rejected ({reason}): {detail}", markup=False, highlight=False)
     try:
         build = build_dataset(workspace, character)
     except CharforgeError as exc:
