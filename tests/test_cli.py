@@ -310,3 +310,10 @@ def test_generate_dry_run_then_run_then_status_and_dataset(ws):
     built = run("dataset", "build", "beethoven", cwd=ws)
     assert built.returncode == 0, built.stderr
     assert (ws / "datasets/beethoven/sft.jsonl").read_text().count("\n") == 6
+
+
+def test_stage_options_belong_to_their_stage(ws):
+    run("character", "import", BEETHOVEN, cwd=ws)
+    assert_one_line_error(run("generate", "protective", "beethoven", "--prompts", "3", cwd=ws),
+                          "--prompts applies to the scenes stage only")
+    assert run("generate", "poems", "beethoven", cwd=ws).returncode == 2

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -30,11 +31,6 @@ app = typer.Typer(
 )
 character_app = typer.Typer(help="Import, list, show and export characters.", no_args_is_help=True)
 app.add_typer(character_app, name="character")
-generate_app = typer.Typer(
-    help="Experience Reconstruction: scenes, experiences and protective scenes from a teacher.",
-    no_args_is_help=True,
-)
-app.add_typer(generate_app, name="generate")
 dataset_app = typer.Typer(help="Build training data from generated records.",
                           no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -156,40 +152,80 @@ def character_export(
 
 
 # -- generation ------------------------------------------------------------------------
+class StageName(StrEnum):
+    scenes = "scenes"
+    experiences = "experiences"
+    protective = "protective"
+
+
+# Options that only one stage understands (their defaults live in the stage classes).
+STAGE_OPTIONS = {
+    "prompts": "scenes", "scenes_per_prompt": "scenes", "context_words": "scenes",
+    "min_words": "experiences", "count": "protective",
+}
 CharacterArg = Annotated[str, typer.Argument(help="id, short name or full name")]
-ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="teacher model name")]
-ConcurrencyOption = Annotated[int, typer.Option(min=1, max=4096, help="requests in flight")]
-LimitOption = Annotated[int | None, typer.Option(min=1, help="run at most N tasks now")]
-RetryFailedOption = Annotated[bool, typer.Option(help="queue failed tasks again")]
-RetryRejectedOption = Annotated[bool, typer.Option(help="queue rejected answers again")]
-DryRunOption = Annotated[bool, typer.Option(help="print the first prompt and the task count")]
-FormatOption = Annotated[str, typer.Option(
-    "--format", help="teacher output: auto (json where the endpoint supports it), text or json")]
-TemperatureOption = Annotated[float, typer.Option(min=0.0, max=2.0, help="sampling temperature")]
-MaxTokensOption = Annotated[int | None, typer.Option(min=1, help="longest answer, in tokens")]
 
 
-def _generate(stage: str, character: str, *, workspace: Path | None, model: str | None,
-              concurrency: int, limit: int | None, retry_failed: bool, retry_rejected: bool,
-              dry_run: bool, fmt: str, temperature: float, max_tokens: int | None,
-              options: dict) -> None:
+@app.command("generate")
+def generate_command(
+    stage: Annotated[StageName, typer.Argument(
+        help="scenes (profile -> scene outlines), experiences (scene -> dialogue with "
+        "thoughts) or protective (the character shows ignorance of what it cannot know)")],
+    character: CharacterArg,
+    prompts: Annotated[int | None, typer.Option(
+        min=1, help="scenes: prompts to send (default 20)")] = None,
+    scenes_per_prompt: Annotated[int | None, typer.Option(
+        min=1, max=50, help="scenes: scenes asked per prompt (default 5)")] = None,
+    context_words: Annotated[int | None, typer.Option(
+        min=20, help="scenes: profile words per prompt (default 300)")] = None,
+    min_words: Annotated[int | None, typer.Option(
+        min=50, help="experiences: words asked for per scene (default 600)")] = None,
+    count: Annotated[int | None, typer.Option(
+        min=1, help="protective: scenes to ask for (default 50)")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="teacher model name")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=4096, help="requests in flight")] = 16,
+    limit: Annotated[int | None, typer.Option(min=1, help="run at most N tasks now")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="queue failed tasks again")] = False,
+    retry_rejected: Annotated[bool, typer.Option(help="queue rejected answers again")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="print the first prompt and the task count")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="teacher output: auto (json where the "
+                                     "endpoint supports it), text or json")] = "auto",
+    temperature: Annotated[float, typer.Option(
+        min=0.0, max=2.0, help="sampling temperature")] = 0.7,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="longest answer, in tokens")] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Experience Reconstruction: run one stage for one character through the teacher.
+    Every call is stored; interrupt at will and run the same command to resume."""
     from charforge.generate import DryRun, generate
 
+    given = {"prompts": prompts, "scenes_per_prompt": scenes_per_prompt,
+             "context_words": context_words, "min_words": min_words, "count": count}
+    options = {name: value for name, value in given.items() if value is not None}
+    for name in options:
+        if STAGE_OPTIONS[name] != stage.value:
+            flag = "--" + name.replace("_", "-")
+            raise CharforgeError(f"{flag} applies to the {STAGE_OPTIONS[name]} stage only")
     if retry_failed and retry_rejected:
         raise CharforgeError("pass --retry-failed or --retry-rejected, not both")
     retry = "failed" if retry_failed else "rejected" if retry_rejected else None
     result = generate(
-        _workspace(workspace), character, stage, model=model, concurrency=concurrency,
+        _workspace(workspace), character, stage.value, model=model, concurrency=concurrency,
         limit=limit, retry=retry, dry_run=dry_run, output_format=fmt,
         sampling={"temperature": temperature, "max_tokens": max_tokens}, options=options,
         console=err,
     )
     if isinstance(result, DryRun):
-        out.print(f"{result.tasks} task(s) to run for {stage}")
+        out.print(f"{result.tasks} task(s) to run for {stage.value}")
         for message in result.first_messages or []:
             out.rule(message.role)
             out.print(message.content, markup=False, highlight=False)
         return
+    _report_run(stage.value, result)
+
+
+def _report_run(stage: str, result) -> None:
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.rejection_reasons.items()))
     out.print(
         f"{stage}: {result.done} done, {result.rejected} rejected"
@@ -204,61 +240,6 @@ def _generate(stage: str, character: str, *, workspace: Path | None, model: str 
     if result.failed:
         err.print("some tasks failed; see charforge status, then rerun with --retry-failed")
         raise typer.Exit(1)
-
-
-@generate_app.command("scenes")
-def generate_scenes(
-    character: CharacterArg,
-    prompts: Annotated[int, typer.Option(min=1, help="prompts to send (seed: ~20 per 1k "
-                                                     "words of profile)")] = 20,
-    scenes_per_prompt: Annotated[int, typer.Option(min=1, max=50)] = 5,
-    context_words: Annotated[int, typer.Option(min=20, help="profile words per prompt")] = 300,
-    model: ModelOption = None, concurrency: ConcurrencyOption = 16, limit: LimitOption = None,
-    retry_failed: RetryFailedOption = False, retry_rejected: RetryRejectedOption = False,
-    dry_run: DryRunOption = False, fmt: FormatOption = "auto",
-    temperature: TemperatureOption = 0.7, max_tokens: MaxTokensOption = None,
-    workspace: WorkspaceOption = None,
-) -> None:
-    """Imagine scenes of the character's life from profile passages."""
-    _generate("scenes", character, workspace=workspace, model=model, concurrency=concurrency,
-              limit=limit, retry_failed=retry_failed, retry_rejected=retry_rejected,
-              dry_run=dry_run, fmt=fmt, temperature=temperature, max_tokens=max_tokens,
-              options={"prompts": prompts, "scenes_per_prompt": scenes_per_prompt,
-                       "context_words": context_words})
-
-
-@generate_app.command("experiences")
-def generate_experiences(
-    character: CharacterArg,
-    min_words: Annotated[int, typer.Option(min=50, help="words asked for per scene")] = 600,
-    model: ModelOption = None, concurrency: ConcurrencyOption = 16, limit: LimitOption = None,
-    retry_failed: RetryFailedOption = False, retry_rejected: RetryRejectedOption = False,
-    dry_run: DryRunOption = False, fmt: FormatOption = "auto",
-    temperature: TemperatureOption = 0.7, max_tokens: MaxTokensOption = None,
-    workspace: WorkspaceOption = None,
-) -> None:
-    """Complete each generated scene into a dialogue where the character thinks and speaks."""
-    _generate("experiences", character, workspace=workspace, model=model,
-              concurrency=concurrency, limit=limit, retry_failed=retry_failed,
-              retry_rejected=retry_rejected, dry_run=dry_run, fmt=fmt,
-              temperature=temperature, max_tokens=max_tokens, options={"min_words": min_words})
-
-
-@generate_app.command("protective")
-def generate_protective(
-    character: CharacterArg,
-    count: Annotated[int, typer.Option(min=1, help="protective scenes to ask for")] = 50,
-    model: ModelOption = None, concurrency: ConcurrencyOption = 16, limit: LimitOption = None,
-    retry_failed: RetryFailedOption = False, retry_rejected: RetryRejectedOption = False,
-    dry_run: DryRunOption = False, fmt: FormatOption = "auto",
-    temperature: TemperatureOption = 0.7, max_tokens: MaxTokensOption = None,
-    workspace: WorkspaceOption = None,
-) -> None:
-    """Scenes where someone tries to make the character talk about what it cannot know."""
-    _generate("protective", character, workspace=workspace, model=model,
-              concurrency=concurrency, limit=limit, retry_failed=retry_failed,
-              retry_rejected=retry_rejected, dry_run=dry_run, fmt=fmt,
-              temperature=temperature, max_tokens=max_tokens, options={"count": count})
 
 
 @dataset_app.command("build")
