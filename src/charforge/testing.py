@@ -280,7 +280,7 @@ class ScriptedOpenAIServer:
     def start(self) -> ScriptedOpenAIServer:
         if self._thread is not None:
             raise RuntimeError("the scripted server is already running")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         config = uvicorn.Config(
