@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -146,7 +147,7 @@ def run_tasks(db: Path, url: str, concurrency: int, count: int) -> dict[str, flo
     add_s = time.perf_counter() - t0
     model = OpenAIChatModel(OpenAIConfig(
         model="bench", base_url=url, api_key_env=None, max_concurrency=concurrency,
-        max_retries=0, timeout_s=30,
+        max_retries=2, timeout_s=30,  # as in real use, a transient error is retried (counted)
     ))
     runner = Runner(store, BenchStage(), model, character="bench", concurrency=concurrency,
                     show_progress=False)
@@ -155,10 +156,14 @@ def run_tasks(db: Path, url: str, concurrency: int, count: int) -> dict[str, flo
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     done = store.count("bench", "bench", "done")
     store.close()
+    with sqlite3.connect(db) as conn:
+        retried = conn.execute("SELECT COUNT(*) FROM attempts WHERE ok = 0").fetchone()[0]
+        errors = conn.execute("SELECT error, COUNT(*) FROM tasks WHERE status = 'failed' "
+                              "GROUP BY error").fetchall()
     if added != count or done != count or summary.failed:
         raise SystemExit(f"c={concurrency}: added {added}, done {done} of {count}, "
-                         f"failed {summary.failed}")
-    return {"tasks": count, "add_s": add_s, "wall": wall, "cpu": cpu}
+                         f"failed {summary.failed}: {errors}")
+    return {"tasks": count, "add_s": add_s, "wall": wall, "cpu": cpu, "retried": retried}
 
 
 # -- the seed's approach: threads appending JSON lines -------------------------------
@@ -284,10 +289,11 @@ def memory(counts: list[int], folder: Path) -> None:
     finally:
         server.close()
     print(f"{'tasks':>9}{'add s':>8}{'run s':>8}{'tasks/s':>9}{'RSS start MiB':>15}"
-          f"{'peak RSS MiB':>14}{'store MiB':>11}")
+          f"{'peak RSS MiB':>14}{'store MiB':>11}{'retried':>9}")
     for m in mem:
         print(f"{m['tasks']:>9,}{m['add_s']:>8.1f}{m['wall']:>8.1f}{m['tasks'] / m['wall']:>9.0f}"
-              f"{m['start_mib']:>15.1f}{m['peak_mib']:>14.1f}{m['db_mib']:>11.1f}")
+              f"{m['start_mib']:>15.1f}{m['peak_mib']:>14.1f}{m['db_mib']:>11.1f}"
+              f"{m['retried']:>9}")
     grow, extra = mem[-1]["peak_mib"] - mem[0]["peak_mib"], mem[-1]["tasks"] - mem[0]["tasks"]
     print(f"  peak RSS grows {grow:+.1f} MiB for {extra:,} more tasks "
           f"({1024 * grow / extra:.3f} KiB per extra task)")

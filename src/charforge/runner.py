@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -228,12 +230,11 @@ class Runner:
                 job.cancel()
 
         installed = []
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(signum, interrupt)
-                installed.append(signum)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread, or a platform without it
+        # Signal handlers belong to the main thread, and Windows event loops have none.
+        usable = sys.platform != "win32" and threading.current_thread() is threading.main_thread()
+        for signum in (signal.SIGINT, signal.SIGTERM) if usable else ():
+            loop.add_signal_handler(signum, interrupt)
+            installed.append(signum)
 
         def restore() -> None:
             for signum in installed:
