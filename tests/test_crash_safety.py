@@ -19,10 +19,10 @@ from scripted_teacher import answer
 PROMPTS = 600
 
 
-def generate_command(ws: Path) -> list[str]:
+def generate_command(ws: Path, concurrency: int = 8) -> list[str]:
     return [sys.executable, "-m", "charforge.cli", "generate", "scenes", "beethoven",
-            "--prompts", str(PROMPTS), "--scenes-per-prompt", "2", "--concurrency", "8",
-            "--format", "text", "-w", str(ws)]
+            "--prompts", str(PROMPTS), "--scenes-per-prompt", "2", "--concurrency",
+            str(concurrency), "--format", "text", "-w", str(ws)]
 
 
 def scene_records(ws: Path) -> list[str]:
@@ -34,11 +34,13 @@ def scene_records(ws: Path) -> list[str]:
 
 def test_sigkill_at_five_random_moments_loses_and_repeats_nothing(tmp_path):
     rng = random.Random(20261124)
+    # 4 in flight at 100 ms: 40 tasks/s, so five kills of at most 3.5 s cannot finish
+    # the 600 tasks even with an instant start-up.
     with ScriptedOpenAIServer(responder=answer, latency_s=0.1) as server:
         ws = teacher_workspace(tmp_path / "killed", server.base_url).root
         progress = []
         for _ in range(5):
-            proc = subprocess.Popen(generate_command(ws), stdout=subprocess.DEVNULL,
+            proc = subprocess.Popen(generate_command(ws, concurrency=4), stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             time.sleep(rng.uniform(1.5, 3.5))  # a timer, blind to what the process prints
             proc.kill()
