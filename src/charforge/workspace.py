@@ -9,10 +9,8 @@ and (later) the store. Everything charforge produces for a project lives here.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -24,6 +22,10 @@ from charforge.errors import (
     UnknownCharacterError,
     WorkspaceError,
 )
+from charforge.files import folder_written_whole
+
+if TYPE_CHECKING:
+    from charforge.store import Store
 
 CONFIG_NAME = "charforge.yaml"
 CHARACTER_FILE = "character.yaml"
@@ -117,7 +119,7 @@ class Workspace:
         return self._config
 
     # -- the store --------------------------------------------------------------
-    def store(self):  # -> charforge.store.Store (imported lazily: sqlite is not needed to list)
+    def store(self) -> Store:
         """Open the workspace's SQLite store (charforge.db), creating it if needed."""
         from charforge.store import Store
 
@@ -136,6 +138,8 @@ class Workspace:
             return []
         found = []
         for file in sorted(self.characters_dir.glob(f"*/{CHARACTER_FILE}")):
+            if file.parent.name.startswith("."):
+                continue  # a folder being written, or left by a crash mid-write
             data = yaml.safe_load(file.read_text(encoding="utf-8"))
             found.append(Character.model_validate(data))
         return found
@@ -169,25 +173,13 @@ class Workspace:
                         f"character {other.name!r} already exists in {self.characters_dir} "
                         "(pass --replace to overwrite it)"
                     )
-        self.characters_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{character.slug}-", dir=self.characters_dir))
-        try:
-            text = yaml.safe_dump(
-                character.model_dump(mode="json"), allow_unicode=True, sort_keys=False, width=100
-            )
+        text = yaml.safe_dump(
+            character.model_dump(mode="json"), allow_unicode=True, sort_keys=False, width=100
+        )
+        with folder_written_whole(target) as staging:
             (staging / CHARACTER_FILE).write_text(text, encoding="utf-8")
             if avatar is not None:
                 (staging / AVATAR_FILE).write_bytes(avatar)
-            if target.exists():
-                old = target.with_name(f".{target.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                target.rename(old)
-                staging.rename(target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     # -- import and export -----------------------------------------------------

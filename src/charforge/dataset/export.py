@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from charforge.dataset.build import (
     prompted_record,
 )
 from charforge.errors import CharforgeError
+from charforge.files import folder_written_whole
 from charforge.store import Store
 from charforge.workspace import Workspace
 
@@ -134,9 +133,7 @@ def _write_folder(folder: Path, sft: list[dict[str, Any]], prompted: list[dict[s
                   stats: DatasetStats) -> None:
     from datasets import Dataset, DatasetDict
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with folder_written_whole(folder) as staging:
         (staging / "sft.jsonl").write_text(_jsonl(sft), encoding="utf-8")
         (staging / "prompted.jsonl").write_text(_jsonl(prompted), encoding="utf-8")
         (staging / "stats.json").write_text(stats.model_dump_json(indent=2) + "\n",
@@ -148,14 +145,6 @@ def _write_folder(folder: Path, sft: list[dict[str, Any]], prompted: list[dict[s
             if rows:
                 splits[split] = Dataset.from_list(rows)
         DatasetDict(splits).save_to_disk(str(staging / "hf"))
-        old = folder.with_name(f".{folder.name}.old")
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-        staging.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _arrow_friendly(record: dict[str, Any]) -> dict[str, Any]:

@@ -70,9 +70,10 @@ def generate(
     if stage_name not in STAGES:
         raise CharforgeError(f"unknown stage {stage_name!r}; stages: {', '.join(STAGES)}")
     character = workspace.load_character(character_name)
-    chat_model = model if not isinstance(model, str | None) else load_chat_model(
-        model, workspace=workspace
-    )
+    if model is None or isinstance(model, str):
+        chat_model = load_chat_model(model, workspace=workspace)
+    else:
+        chat_model = model
     store = workspace.store()
     try:
         extra = {"store": store} if stage_name == "experiences" else {}
