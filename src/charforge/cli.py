@@ -14,13 +14,16 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from charforge.errors import CharforgeError
+
+if TYPE_CHECKING:
+    from charforge.runner import RunSummary
 
 app = typer.Typer(
     name="charforge",
@@ -225,7 +228,7 @@ def generate_command(
     _report_run(stage.value, result)
 
 
-def _report_run(stage: str, result) -> None:
+def _report_run(stage: str, result: RunSummary) -> None:
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.rejection_reasons.items()))
     out.print(
         f"{stage}: {result.done} done, {result.rejected} rejected"
