@@ -185,3 +185,28 @@ def test_task_ids_ignore_concurrency_but_follow_the_prompt(tmp_path):
     assert extended[:3] == ids  # asking for more keeps the work already done
     hotter = [s.id for s in SceneStage(character, "teacher", prompts=3, temperature=1.0).plan()]
     assert not set(hotter) & set(ids)
+
+
+def test_a_stage_bug_fails_its_task_and_the_run_goes_on(tmp_path):
+    from charforge.generate import SceneStage
+    from charforge.runner import Runner
+
+    class BrokenScenes(SceneStage):
+        def parse_answer(self, task, text, mode):
+            if task.inputs["sample"] == 1:
+                return [("scene", {"not json": object()})]
+            return super().parse_answer(task, text, mode)
+
+    with ScriptedOpenAIServer(responder=answer) as server:
+        ws = make_workspace(tmp_path, server.base_url)
+        character = ws.load_character("beethoven")
+        from charforge.llm.registry import load_chat_model
+
+        model = load_chat_model("teacher", workspace=ws)
+        stage = BrokenScenes(character, model.name, prompts=3, scenes_per_prompt=2)
+        with ws.store() as store:
+            store.add_tasks(stage.plan())
+            summary = Runner(store, stage, model, character="beethoven",
+                             show_progress=False).run()
+            failed = store.count("beethoven", "scenes", "failed")
+    assert (summary.done, summary.failed) == (2, 1) and failed == 1

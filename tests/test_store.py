@@ -104,3 +104,20 @@ def test_reset_requeues_failed_and_rejected(tmp_path):
         assert store.count("ada", "scenes", "pending") == 2
         assert store.rejection_counts("ada") == {}
         assert store.completions_of(worse.id) == []
+
+
+def test_finish_many_writes_each_task_it_still_holds(tmp_path):
+    from charforge.store import FinishedTask
+
+    with Store(tmp_path / "db") as store:
+        store.add_tasks(spec(i) for i in range(3))
+        run = store.begin_run("test")
+        first, second, third = store.lease(run, "ada", "scenes", 3)
+        store.end_run(run)  # all three leases go back...
+        again = store.begin_run("again")
+        store.lease(again, "ada", "scenes", 1)  # ...and another run takes the first
+        items = [FinishedTask.of(t, completions=[answer()], attempts=[],
+                                 records=[("scene", {"t": t.id})])
+                 for t in (first, second, third)]
+        assert store.finish_many(again, items) == [True, False, False]
+        assert [r.data["t"] for r in store.records("ada", "scene")] == [first.id]

@@ -33,7 +33,7 @@ from rich.progress import (
 from charforge.errors import ChatModelError
 from charforge.llm.base import ChatMessage, ChatModel, Completion
 from charforge.records import Rejected
-from charforge.store import AttemptLog, Store, TaskRow
+from charforge.store import AttemptLog, FinishedTask, Store, TaskRow
 
 Records = list[tuple[str, dict[str, Any]]]
 
@@ -150,6 +150,8 @@ class Runner:
         self._run_id = ""
         self._progress: Progress | None = None
         self._bar: Any = None
+        self._to_write: list[tuple[FinishedTask, _Outcome]] = []
+        self._flushing = False
 
     # -- public entry points ----------------------------------------------------------
     def run(self) -> RunSummary:
@@ -220,6 +222,7 @@ class Runner:
             self.summary.interrupted = True
         finally:
             restore()
+            self._flush_writes()  # answers already received are written, even on Ctrl-C
 
     def _install_interrupt(self, jobs: list[asyncio.Task[Any]]) -> Callable[[], None]:
         loop = asyncio.get_running_loop()
@@ -278,21 +281,52 @@ class Runner:
             return
         attempts = [log for completion in outcome.completions for log in _attempt_logs(completion)]
         rejection = outcome.rejection
-        written = self.store.finish(
-            task, self._run_id,
-            completions=outcome.completions,
-            attempts=attempts,
-            records=outcome.records,
-            rejection=(rejection.reason, rejection.detail) if rejection else None,
-        )
-        if written:
-            for completion in outcome.completions:
-                self.summary.prompt_tokens += completion.usage.prompt_tokens
-                self.summary.completion_tokens += completion.usage.completion_tokens
-            if rejection:
-                self.summary.rejected += 1
-                reasons = self.summary.rejection_reasons
-                reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
-            else:
-                self.summary.done += 1
-        self._advance()
+        try:
+            item = FinishedTask.of(
+                task, completions=outcome.completions, attempts=attempts,
+                records=outcome.records,
+                rejection=(rejection.reason, rejection.detail) if rejection else None,
+            )
+        except (TypeError, ValueError) as exc:  # a stage produced a record that is not JSON
+            detail = f"internal error in stage {self.stage.name}: {type(exc).__name__}: {exc}"
+            if self.store.fail(task, self._run_id, detail, attempts):
+                self.summary.failed += 1
+            self._advance()
+            return
+        await self._write_soon(item, outcome)
+
+    async def _write_soon(self, item: FinishedTask, outcome: _Outcome) -> None:
+        """Queue a finished task; the first writer of a loop turn yields once, so every
+        task that finished in the same turn is written in one transaction."""
+        self._to_write.append((item, outcome))
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            await asyncio.sleep(0)
+            self._flush_writes()
+        finally:
+            self._flushing = False
+
+    def _flush_writes(self) -> None:
+        """Write what is queued (synchronously: a cancel cannot split it)."""
+        batch, self._to_write = self._to_write, []
+        if not batch:
+            return
+        written = self.store.finish_many(self._run_id, [item for item, _ in batch])
+        for held, (_, outcome) in zip(written, batch, strict=True):
+            if held:
+                self._count(outcome)
+            self._advance()
+
+    def _count(self, outcome: _Outcome) -> None:
+        for completion in outcome.completions:
+            self.summary.prompt_tokens += completion.usage.prompt_tokens
+            self.summary.completion_tokens += completion.usage.completion_tokens
+        rejection = outcome.rejection
+        if rejection:
+            self.summary.rejected += 1
+            reasons = self.summary.rejection_reasons
+            reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
+        else:
+            self.summary.done += 1

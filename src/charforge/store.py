@@ -140,6 +140,31 @@ class AttemptLog:
 
 
 @dataclass(frozen=True)
+class FinishedTask:
+    """A task's results, ready to write; records are already JSON text, so a
+    record that cannot be serialised fails its own task, never a batch."""
+
+    task: TaskRow
+    completions: Sequence[Completion]
+    attempts: Sequence[AttemptLog]
+    records: Sequence[tuple[str, str]] = ()
+    rejection: tuple[str, str] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        task: TaskRow,
+        *,
+        completions: Sequence[Completion],
+        attempts: Sequence[AttemptLog],
+        records: Sequence[tuple[str, dict[str, Any]]] = (),
+        rejection: tuple[str, str] | None = None,
+    ) -> FinishedTask:
+        encoded = [(kind, _dumps(data)) for kind, data in records]
+        return cls(task, completions, attempts, encoded, rejection)
+
+
+@dataclass(frozen=True)
 class StoredRecord:
     task_id: str
     idx: int
@@ -385,31 +410,44 @@ class Store:
         """Write a finished task in one transaction: its completions, its
         records or rejection, its attempts and its state. Returns False (and
         writes nothing) when this run no longer holds the task's lease."""
+        item = FinishedTask.of(task, completions=completions, attempts=attempts,
+                               records=records, rejection=rejection)
+        return self.finish_many(run_id, [item])[0]
+
+    def finish_many(self, run_id: str, finished: Sequence[FinishedTask]) -> list[bool]:
+        """Write several finished tasks in one transaction (each exactly as `finish`
+        would); returns, per task, whether this run still held its lease."""
         now = time.time()
-        status = "rejected" if rejection else "done"
         with self._write() as db:
-            held = db.execute(
-                "UPDATE tasks SET status=?, attempts=attempts+?, error=NULL, lease_run=NULL, "
-                "lease_expires=NULL, updated_at=? WHERE id=? AND status='leased' AND lease_run=?",
-                (status, len(attempts), now, task.id, run_id),
-            ).rowcount
-            if not held:
-                return False
-            db.executemany(
-                "INSERT INTO completions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(task.id, turn, c.text, c.finish_reason, c.model, c.usage.prompt_tokens,
-                  c.usage.completion_tokens, c.latency_s, now)
-                 for turn, c in enumerate(completions)],
-            )
-            db.executemany(
-                "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
-                [(task.id, idx, task.character, kind, _dumps(data))
-                 for idx, (kind, data) in enumerate(records)],
-            )
-            if rejection:
-                db.execute("INSERT INTO rejections VALUES (?, ?, ?, ?)",
-                           (task.id, rejection[0], rejection[1], now))
-            self._insert_attempts(db, task.id, run_id, attempts, now)
+            return [self._write_finished(db, run_id, item, now) for item in finished]
+
+    def _write_finished(
+        self, db: sqlite3.Connection, run_id: str, item: FinishedTask, now: float
+    ) -> bool:
+        task = item.task
+        status = "rejected" if item.rejection else "done"
+        held = db.execute(
+            "UPDATE tasks SET status=?, attempts=attempts+?, error=NULL, lease_run=NULL, "
+            "lease_expires=NULL, updated_at=? WHERE id=? AND status='leased' AND lease_run=?",
+            (status, len(item.attempts), now, task.id, run_id),
+        ).rowcount
+        if not held:
+            return False
+        db.executemany(
+            "INSERT INTO completions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(task.id, turn, c.text, c.finish_reason, c.model, c.usage.prompt_tokens,
+              c.usage.completion_tokens, c.latency_s, now)
+             for turn, c in enumerate(item.completions)],
+        )
+        db.executemany(
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
+            [(task.id, idx, task.character, kind, data)
+             for idx, (kind, data) in enumerate(item.records)],
+        )
+        if item.rejection:
+            db.execute("INSERT INTO rejections VALUES (?, ?, ?, ?)",
+                       (task.id, item.rejection[0], item.rejection[1], now))
+        self._insert_attempts(db, task.id, run_id, item.attempts, now)
         return True
 
     def fail(self, task: TaskRow, run_id: str, error: str, attempts: Sequence[AttemptLog]) -> bool:
