@@ -210,3 +210,22 @@ def test_a_stage_bug_fails_its_task_and_the_run_goes_on(tmp_path):
                              show_progress=False).run()
             failed = store.count("beethoven", "scenes", "failed")
     assert (summary.done, summary.failed) == (2, 1) and failed == 1
+
+
+def test_a_resumed_run_exports_the_same_bytes_as_a_straight_one(tmp_path):
+    from charforge.dataset.export import build_dataset
+
+    options = {"prompts": 3, "scenes_per_prompt": 2}
+    with ScriptedOpenAIServer(responder=answer) as server:
+        straight = make_workspace(tmp_path / "a", server.base_url)
+        stepwise = make_workspace(tmp_path / "b", server.base_url)
+        for stage, opts in (("scenes", options), ("experiences", {}),
+                            ("protective", {"count": 2})):
+            generate(straight, "beethoven", stage, options=opts, concurrency=8, **QUIET)
+            generate(stepwise, "beethoven", stage, options=opts, limit=1, concurrency=1,
+                     **QUIET)
+            generate(stepwise, "beethoven", stage, options=opts, concurrency=3, **QUIET)
+    first = build_dataset(straight, "beethoven").folder
+    second = build_dataset(stepwise, "beethoven").folder
+    for name in ("sft.jsonl", "prompted.jsonl", "stats.json", "README.md"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
