@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
 _VERSION = re.compile(r"\{#\s*version:\s*(\d+)\s*#\}")
@@ -38,7 +38,12 @@ def template_version(name: str) -> int:
     return int(match.group(1))
 
 
+@cache
+def _compiled(name: str) -> Template:
+    return _environment().from_string(template_source(name))
+
+
 def render_prompt(name: str, /, **values: Any) -> str:
-    """Render prompts/<name>.j2 with `values`; surrounding blank lines removed."""
-    template = _environment().from_string(template_source(name))
-    return template.render(**values).strip()
+    """Render prompts/<name>.j2 with `values`; surrounding blank lines removed.
+    Each template is compiled once per process (this runs once per task)."""
+    return _compiled(name).render(**values).strip()
