@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from charforge.llm.base import Completion
-from charforge.store import MIGRATIONS, AttemptLog, Store, TaskSpec
+from charforge.store import MIGRATIONS, AttemptLog, FinishedTask, Store, TaskSpec
 
 
 def spec(i: int, stage: str = "scenes") -> TaskSpec:
@@ -53,17 +53,18 @@ def test_finish_is_all_or_nothing_and_needs_the_lease(tmp_path):
         store.add_tasks([spec(0), spec(1)])
         run = store.begin_run("test")
         task, other = store.lease(run, "ada", "scenes", 10)
-        ok = store.finish(task, run, completions=[answer()], attempts=[AttemptLog(True, 0.1)],
-                          records=[("scene", {"n": 1}), ("scene", {"n": 2})])
-        assert ok
+        ok = store.finish(run, [FinishedTask.of(
+            task, completions=[answer()], attempts=[AttemptLog(True, 0.1)],
+            records=[("scene", {"n": 1}), ("scene", {"n": 2})])])
+        assert ok == [True]
         # Finishing twice (a duplicate delivery) writes nothing more.
-        assert not store.finish(task, run, completions=[answer()], attempts=[],
-                                records=[("scene", {"n": 3})])
-        # A record that cannot be written (here: not JSON) rolls the whole task
-        # back, though the state change and the completion came first.
+        assert store.finish(run, [FinishedTask.of(
+            task, completions=[answer()], attempts=[], records=[("scene", {"n": 3})])]) == [False]
+        # A record that cannot be written (here: not JSON) fails before anything
+        # of its task reaches the database.
         with pytest.raises(TypeError):
-            store.finish(other, run, completions=[answer()], attempts=[],
-                         records=[("scene", {"n": object()})])
+            store.finish(run, [FinishedTask.of(other, completions=[answer()], attempts=[],
+                                               records=[("scene", {"n": object()})])])
         assert store.task_status(other.id) == "leased"
         assert store.completions_of(other.id) == []
         assert [r.data for r in store.records("ada", "scene")] == [{"n": 1}, {"n": 2}]
@@ -96,8 +97,8 @@ def test_reset_requeues_failed_and_rejected(tmp_path):
         run = store.begin_run("test")
         bad, worse = store.lease(run, "ada", "scenes", 2)
         store.fail(bad, run, "HTTP 500", [AttemptLog(False, 0.0, "HTTP 500")])
-        store.finish(worse, run, completions=[answer("junk")], attempts=[],
-                     rejection=("junk", "repeats"))
+        store.finish(run, [FinishedTask.of(worse, completions=[answer("junk")], attempts=[],
+                                           rejection=("junk", "repeats"))])
         assert store.rejection_counts("ada") == {"junk": 1}
         assert store.reset("ada", "scenes", "failed") == 1
         assert store.reset("ada", "scenes", "rejected") == 1
@@ -106,9 +107,7 @@ def test_reset_requeues_failed_and_rejected(tmp_path):
         assert store.completions_of(worse.id) == []
 
 
-def test_finish_many_writes_each_task_it_still_holds(tmp_path):
-    from charforge.store import FinishedTask
-
+def test_finish_writes_each_task_it_still_holds(tmp_path):
     with Store(tmp_path / "db") as store:
         store.add_tasks(spec(i) for i in range(3))
         run = store.begin_run("test")
@@ -119,5 +118,5 @@ def test_finish_many_writes_each_task_it_still_holds(tmp_path):
         items = [FinishedTask.of(t, completions=[answer()], attempts=[],
                                  records=[("scene", {"t": t.id})])
                  for t in (first, second, third)]
-        assert store.finish_many(again, items) == [True, False, False]
+        assert store.finish(again, items) == [True, False, False]
         assert [r.data["t"] for r in store.records("ada", "scene")] == [first.id]

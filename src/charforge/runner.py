@@ -313,7 +313,7 @@ class Runner:
         batch, self._to_write = self._to_write, []
         if not batch:
             return
-        written = self.store.finish_many(self._run_id, [item for item, _ in batch])
+        written = self.store.finish(self._run_id, [item for item, _ in batch])
         for held, (_, outcome) in zip(written, batch, strict=True):
             if held:
                 self._count(outcome)

@@ -397,26 +397,10 @@ class Store:
             )
         return [_task_row(row) for row in rows]
 
-    def finish(
-        self,
-        task: TaskRow,
-        run_id: str,
-        *,
-        completions: Sequence[Completion],
-        attempts: Sequence[AttemptLog],
-        records: Sequence[tuple[str, dict[str, Any]]] = (),
-        rejection: tuple[str, str] | None = None,
-    ) -> bool:
-        """Write a finished task in one transaction: its completions, its
-        records or rejection, its attempts and its state. Returns False (and
-        writes nothing) when this run no longer holds the task's lease."""
-        item = FinishedTask.of(task, completions=completions, attempts=attempts,
-                               records=records, rejection=rejection)
-        return self.finish_many(run_id, [item])[0]
-
-    def finish_many(self, run_id: str, finished: Sequence[FinishedTask]) -> list[bool]:
-        """Write several finished tasks in one transaction (each exactly as `finish`
-        would); returns, per task, whether this run still held its lease."""
+    def finish(self, run_id: str, finished: Sequence[FinishedTask]) -> list[bool]:
+        """Write finished tasks in one transaction: for each, its completions, its
+        records or rejection, its tries and its state, all or nothing. Returns, per
+        task, whether this run still held its lease (when not, nothing of it is written)."""
         now = time.time()
         with self._write() as db:
             return [self._write_finished(db, run_id, item, now) for item in finished]
