@@ -10,6 +10,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def assert_format_error(excinfo: pytest.ExceptionInfo, path: Path, problem: str) -> None:
+    """A bad character file: the right error type, naming the file and the problem, one line."""
+    from charforge.errors import CharacterFormatError
+
+    message = str(excinfo.value)
+    assert excinfo.type is CharacterFormatError
+    assert str(path) in message
+    assert problem in message
+    assert "\n" not in message
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_models import build_tiny_chat_model

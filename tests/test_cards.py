@@ -24,13 +24,7 @@ from charforge.cards import (
 from charforge.character import Character, Passage, Stage
 from charforge.errors import CharacterFormatError
 
-
-def assert_format_error(excinfo: pytest.ExceptionInfo, path: Path, problem: str) -> None:
-    message = str(excinfo.value)
-    assert excinfo.type is CharacterFormatError
-    assert str(path) in message
-    assert problem in message
-    assert "\n" not in message
+from conftest import assert_format_error
 
 
 def rich_card() -> dict[str, Any]:

@@ -17,25 +17,14 @@ from charforge.character import (
     read_wiki_profile,
     stage_token,
 )
+from charforge.demo import demo_file
 from charforge.errors import CharacterFormatError
 
-REPO = Path(__file__).resolve().parents[1]
-BEETHOVEN_CANDIDATES = [
-    REPO / "src" / "charforge" / "data" / "wiki_Beethoven.txt",
-    REPO / "examples" / "wiki_Beethoven.txt",
-    REPO.parent / "shared/data/character-llm/seed_data/profiles/wiki_Beethoven.txt",
-]
-BEETHOVEN = next((path for path in BEETHOVEN_CANDIDATES if path.is_file()), None)
-PROFILES_DIR = REPO.parent / "shared/data/character-llm/seed_data/profiles"
+from conftest import SHARED, assert_format_error
+
+BEETHOVEN = demo_file("wiki_Beethoven.txt")  # the copy shipped inside the package
+PROFILES_DIR = SHARED / "data/character-llm/seed_data/profiles"
 PROFILES = sorted(PROFILES_DIR.glob("wiki_*.txt")) if PROFILES_DIR.is_dir() else []
-
-
-def assert_format_error(excinfo: pytest.ExceptionInfo, path: Path, problem: str) -> None:
-    message = str(excinfo.value)
-    assert excinfo.type is CharacterFormatError
-    assert str(path) in message
-    assert problem in message
-    assert "\n" not in message
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -48,9 +37,7 @@ def write(path: Path, text: str | bytes) -> Path:
 
 
 # -- wiki profiles ------------------------------------------------------------------
-@pytest.mark.skipif(BEETHOVEN is None, reason="wiki_Beethoven.txt not found")
 def test_wiki_beethoven_shipped_copy() -> None:
-    assert BEETHOVEN is not None
     character = read_wiki_profile(BEETHOVEN)
     assert character.name == "Ludwig van Beethoven"
     assert character.short_name == "Beethoven"
