@@ -305,7 +305,7 @@ def models(
     workspace: WorkspaceOption = None,
 ) -> None:
     """List the configured models and check that each can be reached."""
-    from charforge.llm.registry import build_chat_model, default_model_name, model_specs
+    from charforge.llm.registry import check_model, default_model_name, model_specs
 
     ws = _optional_workspace(workspace)
     specs = model_specs(ws)
@@ -317,11 +317,8 @@ def models(
         status = "not checked"
         if check:
             try:
-                model = build_chat_model(name, spec)
                 with err.status(f"checking {name}…"):
-                    status = asyncio.run(model.check())
-                asyncio.run(model.aclose())
-                status = f"[green]ok[/green] {status}"
+                    status = f"[green]ok[/green] {check_model(name, spec)}"
             except CharforgeError as exc:
                 failed += 1
                 status = f"[red]failed[/red] {exc}"

@@ -78,3 +78,19 @@ def load_chat_model(name: str | None = None, *, workspace: Workspace | None = No
     if name not in specs:
         raise ConfigError(f"unknown model {name!r}; configured models: {', '.join(sorted(specs))}")
     return build_chat_model(name, specs[name])
+
+
+def check_model(name: str, spec: Mapping[str, Any]) -> str:
+    """Build a model, check it can be reached and close it, all in one event loop
+    (an HTTP client cannot be closed from a loop other than its own)."""
+    import asyncio
+
+    model = build_chat_model(name, spec)
+
+    async def check_and_close() -> str:
+        try:
+            return await model.check()
+        finally:
+            await model.aclose()
+
+    return asyncio.run(check_and_close())
