@@ -3,6 +3,7 @@ that answers like a teacher would, faults included."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -204,10 +205,16 @@ def test_a_stage_bug_fails_its_task_and_the_run_goes_on(tmp_path):
 
         model = load_chat_model("teacher", workspace=ws)
         stage = BrokenScenes(character, model.name, prompts=3, scenes_per_prompt=2)
+        async def run_and_close(runner):
+            try:
+                return await runner.run_async()
+            finally:
+                await model.aclose()
+
         with ws.store() as store:
             store.add_tasks(stage.plan())
-            summary = Runner(store, stage, model, character="beethoven",
-                             show_progress=False).run()
+            runner = Runner(store, stage, model, character="beethoven", show_progress=False)
+            summary = asyncio.run(run_and_close(runner))
             failed = store.count("beethoven", "scenes", "failed")
     assert (summary.done, summary.failed) == (2, 1) and failed == 1
 

@@ -153,12 +153,10 @@ class Runner:
         self._to_write: list[tuple[FinishedTask, _Outcome]] = []
         self._flushing = False
 
-    # -- public entry points ----------------------------------------------------------
-    def run(self) -> RunSummary:
-        """Run to completion (or until interrupted) in a fresh event loop."""
-        return asyncio.run(self.run_async())
-
+    # -- the entry point --------------------------------------------------------------
     async def run_async(self) -> RunSummary:
+        """Run the pending tasks to completion (or until interrupted). The caller owns
+        the model: close it in the same event loop (`charforge.generate` does)."""
         started = time.perf_counter()
         self.store.reclaim_leases()
         self._run_id = self.store.begin_run(f"{self.command} {self.stage.name} {self.character}")
@@ -196,7 +194,7 @@ class Runner:
         return self._progress
 
     def _advance(self) -> None:
-        if self._progress is None:
+        if self._progress is None or not self.show_progress:
             return
         elapsed = self._progress.tasks[0].elapsed or 0.0
         rate = f"{self.summary.finished / elapsed:.1f} tasks/s" if elapsed > 0 else ""
