@@ -296,3 +296,13 @@ def test_load_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(CharacterFormatError) as excinfo:
         load_character_file(tmp_path / "absent.json")
     assert_format_error(excinfo, tmp_path / "absent.json", "file not found")
+
+
+def test_paragraphs_within_a_word_budget() -> None:
+    from charforge.character import paragraphs_within
+
+    paragraphs = ["one two three", "four five", "six seven eight nine", "ten"]
+    assert paragraphs_within(paragraphs, 0, 5) == ["one two three", "four five"]
+    assert paragraphs_within(paragraphs, 1, 6) == ["four five"]
+    assert paragraphs_within(paragraphs, 2, 100) == ["six seven eight nine", "ten"]
+    assert paragraphs_within(paragraphs, 2, 2) == ["six seven"]  # cut, never empty

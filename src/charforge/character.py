@@ -75,6 +75,22 @@ class Character(BaseModel):
         raise KeyError(f"{self.short_name} has no stage {label!r} (stages: {known})")
 
 
+def paragraphs_within(paragraphs: list[str], start: int, max_words: int) -> list[str]:
+    """Paragraph `start` and those after it while they fit in `max_words`; at least
+    one, cut at a word boundary when even that one is too long."""
+    kept: list[str] = []
+    used = 0
+    for paragraph in paragraphs[start:]:
+        words = paragraph.split()
+        if used + len(words) > max_words:
+            if not kept:
+                kept.append(" ".join(words[:max_words]))
+            break
+        kept.append(paragraph)
+        used += len(words)
+    return kept
+
+
 def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug or "character"

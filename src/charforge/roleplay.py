@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-from charforge.character import Character
+from charforge.character import Character, paragraphs_within
 from charforge.llm.base import ChatMessage
 from charforge.prompts import render_prompt
-
-
-def profile_excerpt(character: Character, max_words: int) -> list[str]:
-    """The leading profile paragraphs that fit in `max_words` (at least one,
-    cut at a word boundary when even the first is too long)."""
-    kept: list[str] = []
-    used = 0
-    for paragraph in character.profile:
-        words = paragraph.split()
-        if used + len(words) > max_words:
-            if not kept:
-                kept.append(" ".join(words[:max_words]))
-            break
-        kept.append(paragraph)
-        used += len(words)
-    return kept
 
 
 def roleplay_system_prompt(
@@ -33,7 +17,7 @@ def roleplay_system_prompt(
     return render_prompt(
         "roleplay_system",
         character=character,
-        profile=profile_excerpt(character, max_profile_words),
+        profile=paragraphs_within(character.profile, 0, max_profile_words),
         location=location,
         status=status,
     )

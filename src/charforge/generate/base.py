@@ -99,19 +99,6 @@ class TeacherStage(ABC):
         ]
 
 
-def context_from(paragraphs: list[str], start: int, max_words: int) -> str:
-    """Paragraph `start` and those after it, while they fit in `max_words`."""
-    kept = [paragraphs[start]]
-    used = len(paragraphs[start].split())
-    for paragraph in paragraphs[start + 1 :]:
-        words = len(paragraph.split())
-        if used + words > max_words:
-            break
-        kept.append(paragraph)
-        used += words
-    return "\n\n".join(kept)
-
-
 class DialogueStage(TeacherStage):
     """Experiences and protective scenes: the answer is one dialogue."""
 

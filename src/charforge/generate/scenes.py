@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from charforge import parse
-from charforge.generate.base import Records, TeacherStage, context_from
+from charforge.character import paragraphs_within
+from charforge.generate.base import Records, TeacherStage
 from charforge.store import TaskRow
 
 
@@ -42,7 +43,7 @@ class SceneStage(TeacherStage):
         for sample in range(self.prompts):
             start = rng.choices(range(len(paragraphs)), weights=weights)[0]
             yield {
-                "context": context_from(paragraphs, start, self.context_words),
+                "context": "\n\n".join(paragraphs_within(paragraphs, start, self.context_words)),
                 "paragraph": start,
                 "sample": sample,
                 "n_scenes": self.scenes_per_prompt,
