@@ -303,6 +303,7 @@ def test_paragraphs_within_a_word_budget() -> None:
 
     paragraphs = ["one two three", "four five", "six seven eight nine", "ten"]
     assert paragraphs_within(paragraphs, 0, 5) == ["one two three", "four five"]
-    assert paragraphs_within(paragraphs, 1, 6) == ["four five"]
+    assert paragraphs_within(paragraphs, 1, 5) == ["four five"]
+    assert paragraphs_within(paragraphs, 1, 6) == ["four five", "six seven eight nine"]
     assert paragraphs_within(paragraphs, 2, 100) == ["six seven eight nine", "ten"]
     assert paragraphs_within(paragraphs, 2, 2) == ["six seven"]  # cut, never empty
