@@ -171,3 +171,11 @@ def test_hub_id_loads_from_the_local_cache_without_network(tmp_path, tiny_model_
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "4"
+
+
+def test_embedded_minilm_is_found_offline():
+    from charforge.llm.embedded import minilm_dir
+
+    folder = minilm_dir()
+    assert (folder / "config.json").is_file()
+    assert any(folder.glob("*.safetensors")) or any(folder.rglob("*.bin"))

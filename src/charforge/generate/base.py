@@ -107,15 +107,7 @@ class DialogueStage(TeacherStage):
     min_turns = 2
 
     def dialogue_from(self, task: TaskRow, text: str, mode: str) -> dict[str, Any]:
-        aliases = [task.inputs["name"]]
-        if mode == "json":
-            dialogue = parse.parse_dialogue_json(
-                text, main_character=task.inputs["short_name"], aliases=aliases,
-                min_turns=self.min_turns,
-            )
-        else:
-            dialogue = parse.parse_dialogue_text(
-                text, main_character=task.inputs["short_name"], aliases=aliases,
-                min_turns=self.min_turns,
-            )
+        read = parse.parse_dialogue_json if mode == "json" else parse.parse_dialogue_text
+        dialogue = read(text, main_character=task.inputs["short_name"],
+                        aliases=[task.inputs["name"]], min_turns=self.min_turns)
         return dialogue.model_dump()
