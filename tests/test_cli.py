@@ -307,6 +307,8 @@ def test_generate_dry_run_then_run_then_status_and_dataset(ws):
     assert len(lines) == 2
     scenes_row = [c.strip() for c in next(x for x in lines if "scenes" in x).split("│")]
     assert scenes_row[3:9] == ["0", "0", "3", "0", "0", "6"]  # pending..records
+    tokens_in, tokens_out = int(scenes_row[9]), int(scenes_row[10])
+    assert tokens_in > 100 and tokens_out > 50  # the scripted server's word counts
     built = run("dataset", "build", "beethoven", cwd=ws)
     assert built.returncode == 0, built.stderr
     assert (ws / "datasets/beethoven/sft.jsonl").read_text().count("\n") == 6

@@ -236,3 +236,18 @@ def test_a_resumed_run_exports_the_same_bytes_as_a_straight_one(tmp_path):
     second = build_dataset(stepwise, "beethoven").folder
     for name in ("sft.jsonl", "prompted.jsonl", "stats.json", "README.md"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_progress_shows_counts_and_rate(tmp_path):
+    from rich.console import Console
+
+    console = Console(record=True, width=200, force_terminal=False)
+    with ScriptedOpenAIServer([Reply.truncated("Scene 1:")], responder=answer) as server:
+        ws = make_workspace(tmp_path, server.base_url)
+        generate(ws, "beethoven", "scenes", concurrency=1, console=console,
+                 options={"prompts": 3, "scenes_per_prompt": 2})
+    shown = console.export_text()
+    assert "scenes · beethoven" in shown
+    assert "3/3" in shown
+    assert "done 2 · rejected 1 · failed 0" in shown
+    assert "tasks/s" in shown
