@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from PIL import Image, PngImagePlugin
 
-from charforge.cards import (
+from charforge.character import Character, Passage, Stage
+from charforge.errors import CharacterFormatError
+from charforge.importers.card import (
     card_from_character,
     character_from_card,
     read_card_json,
@@ -21,8 +23,6 @@ from charforge.cards import (
     write_card_json,
     write_card_png,
 )
-from charforge.character import Character, Passage, Stage
-from charforge.errors import CharacterFormatError
 
 from conftest import assert_format_error
 

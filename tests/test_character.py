@@ -7,18 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from charforge.character import (
-    Character,
-    Passage,
-    Stage,
-    load_character_file,
-    read_persllm,
-    read_persllm_folder,
-    read_wiki_profile,
-    stage_token,
-)
+from charforge.character import Character, Passage, Stage
 from charforge.demo import demo_file
 from charforge.errors import CharacterFormatError
+from charforge.importers import load_character_file
+from charforge.importers.common import stage_token
+from charforge.importers.persllm import read_persllm, read_persllm_folder
+from charforge.importers.wiki import read_wiki_profile
 
 from conftest import SHARED, assert_format_error
 
@@ -270,7 +265,7 @@ def test_load_persllm_needs_name(tmp_path: Path) -> None:
 
 
 def test_load_cards_by_suffix_and_by_fmt(tmp_path: Path) -> None:
-    from charforge.cards import write_card_json, write_card_png
+    from charforge.importers.card import write_card_json, write_card_png
 
     character = Character(name="Ada Lovelace", short_name="Ada", profile=["A mathematician."])
     write_card_json(character, tmp_path / "ada.json")

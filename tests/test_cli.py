@@ -108,7 +108,7 @@ def test_card_png_and_json_round_trip_through_the_cli(ws, tmp_path):
 
 
 def test_png_card_keeps_its_picture(ws, tmp_path):
-    from charforge import cards
+    from charforge.importers import card as cards
 
     character = Character(
         name="Cleopatra VII", short_name="Cleopatra", profile=["Queen of Egypt."],
@@ -302,13 +302,22 @@ def test_generate_dry_run_then_run_then_status_and_dataset(ws):
         assert scenes.returncode == 0, scenes.stderr
         assert "scenes: 3 done, 0 rejected, 0 failed" in scenes.stdout
         assert run("generate", "experiences", "beethoven", cwd=ws, env=env).returncode == 0
-    status = run("status", cwd=ws)
-    lines = [line for line in status.stdout.splitlines() if "beethoven" in line]
-    assert len(lines) == 2
-    scenes_row = [c.strip() for c in next(x for x in lines if "scenes" in x).split("│")]
-    assert scenes_row[3:9] == ["0", "0", "3", "0", "0", "6"]  # pending..records
-    tokens_in, tokens_out = int(scenes_row[9]), int(scenes_row[10])
-    assert tokens_in > 100 and tokens_out > 50  # the scripted server's word counts
+    status = run("status", "--json", cwd=ws)
+    rows = {row["stage"]: row for row in json.loads(status.stdout)}
+    assert set(rows) == {"scenes", "experiences"}
+    scenes_row = rows["scenes"]
+    counts = [scenes_row[k] for k in ("pending", "running", "done", "rejected", "failed",
+                                      "stale", "records")]
+    assert counts == [0, 0, 3, 0, 0, 0, 6]
+    # the scripted server's word counts
+    assert scenes_row["prompt_tokens"] > 100 and scenes_row["completion_tokens"] > 50
+    for columns in ("80", None):  # an 80-column terminal, and a pipe (no COLUMNS at all)
+        table = run("status", cwd=ws, env={"COLUMNS": columns} if columns else {"COLUMNS": ""})
+        lines = table.stdout.splitlines()
+        assert lines[0].split() == ["character", "stage", "done", "pend", "rej", "fail",
+                                    "stale", "records", "tokens", "in/out"]
+        assert max(map(len, lines)) <= 80, table.stdout
+        assert lines[1].split()[:8] == ["beethoven", "experiences", "6", "0", "0", "0", "0", "6"]
     built = run("dataset", "build", "beethoven", cwd=ws)
     assert built.returncode == 0, built.stderr
     assert (ws / "datasets/beethoven/sft.jsonl").read_text().count("\n") == 6

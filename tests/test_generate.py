@@ -12,6 +12,7 @@ import pytest
 
 from charforge.errors import CharforgeError, ChatModelError, UnknownCharacterError
 from charforge.generate import DryRun, generate
+from charforge.llm.registry import load_chat_model
 from charforge.runner import RunSummary
 from charforge.testing import Reply, ScriptedOpenAIServer
 from charforge.workspace import Workspace
@@ -175,48 +176,58 @@ def test_unknown_character_and_stage(tmp_path):
 
 
 def test_task_ids_ignore_concurrency_but_follow_the_prompt(tmp_path):
-    from charforge.generate import SceneStage
-
-    ws = make_workspace(tmp_path, "http://127.0.0.1:9/v1")
-    character = ws.load_character("beethoven")
-    ids = [s.id for s in SceneStage(character, "teacher", prompts=3).plan()]
-    assert ids == [s.id for s in SceneStage(character, "teacher", prompts=3).plan()]
-    assert len(set(ids)) == 3
-    extended = [s.id for s in SceneStage(character, "teacher", prompts=5).plan()]
-    assert extended[:3] == ids  # asking for more keeps the work already done
-    hotter = [s.id for s in SceneStage(character, "teacher", prompts=3, temperature=1.0).plan()]
-    assert not set(hotter) & set(ids)
-
-
-def test_a_stage_bug_fails_its_task_and_the_run_goes_on(tmp_path):
-    from charforge.generate import SceneStage
-    from charforge.runner import Runner
-
-    class BrokenScenes(SceneStage):
-        def parse_answer(self, task, text, mode):
-            if task.inputs["sample"] == 1:
-                return [("scene", {"not json": object()})]
-            return super().parse_answer(task, text, mode)
+    from charforge.runner import task_config, task_specs
+    from charforge.stages import build_stage
 
     with ScriptedOpenAIServer(responder=answer) as server:
         ws = make_workspace(tmp_path, server.base_url)
         character = ws.load_character("beethoven")
-        from charforge.llm.registry import load_chat_model
+        model = load_chat_model("teacher", config=ws.config)
 
-        model = load_chat_model("teacher", workspace=ws)
-        stage = BrokenScenes(character, model.name, prompts=3, scenes_per_prompt=2)
-        async def run_and_close(runner):
-            try:
-                return await runner.run_async()
-            finally:
-                await model.aclose()
+        def ids(**options):
+            with ws.store() as store:
+                stage = build_stage("scenes", character, store, options=options,
+                                    sampling=options.pop("sampling", None))
+                return [s.id for s in task_specs(stage, task_config(stage, {"teacher": model}))]
+
+        three = ids(prompts=3)
+        assert three == ids(prompts=3) and len(set(three)) == 3
+        assert ids(prompts=5)[:3] == three  # asking for more keeps the work already done
+        assert not set(ids(prompts=3, sampling={"temperature": 1.0})) & set(three)
+        done = generate(ws, "beethoven", "scenes", options={"prompts": 3}, concurrency=1, **QUIET)
+        again = generate(ws, "beethoven", "scenes", options={"prompts": 3}, concurrency=8, **QUIET)
+        assert (done.done, again.finished) == (3, 0)
+        assert len(server.chat_requests) == 3
+
+
+def test_a_stage_bug_fails_its_task_and_the_run_goes_on(tmp_path):
+    from charforge.generate import SceneStage
+    from charforge.runner import run_stage
+    from charforge.stages import build_stage
+
+    class BrokenScenes(SceneStage):
+        def parse_answer(self, task, text):
+            if task.inputs["sample"] == 1:
+                return [("scene", {"not json": object()})]
+            return super().parse_answer(task, text)
+
+    with ScriptedOpenAIServer(responder=answer) as server:
+        ws = make_workspace(tmp_path, server.base_url)
+        character = ws.load_character("beethoven")
+        model = load_chat_model("teacher", config=ws.config)
+
+        async def run(store):
+            async with model:
+                stage = build_stage(BrokenScenes, character, store,
+                                    options={"prompts": 3, "scenes_per_prompt": 2})
+                return await run_stage(store, stage, model, show_progress=False)
 
         with ws.store() as store:
-            store.add_tasks(stage.plan())
-            runner = Runner(store, stage, model, character="beethoven", show_progress=False)
-            summary = asyncio.run(run_and_close(runner))
+            summary = asyncio.run(run(store))
             failed = store.count("beethoven", "scenes", "failed")
+            [error] = store._db.execute("SELECT error FROM tasks WHERE status='failed'").fetchone()
     assert (summary.done, summary.failed) == (2, 1) and failed == 1
+    assert error.startswith("internal error in stage scenes: TypeError")
 
 
 def test_a_resumed_run_exports_the_same_bytes_as_a_straight_one(tmp_path):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from charforge.errors import ConfigError
-from charforge.llm.base import ChatModel
+from charforge.llm.base import ChatModel, Sampling
 from charforge.llm.local import LocalChatModel, LocalConfig
 
 QUESTION = [
@@ -24,8 +24,9 @@ def tiny(tiny_model_dir) -> LocalChatModel:
     return model
 
 
-def chat(model, messages=QUESTION, **kwargs):
-    return asyncio.run(model.chat(messages, **kwargs))
+def chat(model, messages=QUESTION, *, response_format=None, **sampling):
+    return asyncio.run(model.chat(messages, Sampling(**sampling),
+                                  response_format=response_format))
 
 
 def test_is_a_chat_model(tiny):
@@ -55,7 +56,7 @@ def test_stop_string_cuts_the_answer(tiny):
     assert len(full) > 12, full
     stop = full[8:11]
     cut_at = full.find(stop)
-    completion = chat(tiny, temperature=0, max_tokens=40, stop=[stop])
+    completion = chat(tiny, temperature=0, max_tokens=40, stop=(stop,))
     assert completion.text == full[:cut_at].strip()
     assert completion.finish_reason == "stop"
     assert stop not in completion.text
@@ -82,7 +83,7 @@ def test_generation_runs_off_the_event_loop(tiny):
 
         task = asyncio.create_task(ticker())
         started = time.perf_counter()
-        await tiny.chat(QUESTION, temperature=0, max_tokens=120)
+        await tiny.chat(QUESTION, Sampling(temperature=0, max_tokens=120))
         elapsed = time.perf_counter() - started
         done = True
         await task
@@ -96,7 +97,7 @@ def test_generation_runs_off_the_event_loop(tiny):
 def test_concurrent_chats_all_complete(tiny):
     async def many():
         return await asyncio.gather(
-            *(tiny.chat(QUESTION, temperature=0, max_tokens=8) for _ in range(4))
+            *(tiny.chat(QUESTION, Sampling(temperature=0, max_tokens=8)) for _ in range(4))
         )
 
     results = asyncio.run(many())
@@ -163,7 +164,8 @@ def test_hub_id_loads_from_the_local_cache_without_network(tmp_path, tiny_model_
         "import asyncio\n"
         "from charforge.llm.local import LocalChatModel, LocalConfig\n"
         "m = LocalChatModel(LocalConfig(path='charforge-test/tiny-llama'), name='hub')\n"
-        "c = asyncio.run(m.chat([{'role': 'user', 'content': 'hi'}], max_tokens=4))\n"
+        "from charforge.llm.base import Sampling\n"
+        "c = asyncio.run(m.chat([{'role': 'user', 'content': 'hi'}], Sampling(max_tokens=4)))\n"
         "print(c.usage.completion_tokens)\n"
     )
     env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}

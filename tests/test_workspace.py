@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from charforge.character import Character
-from charforge.files import folder_written_whole
+from charforge.files import LOCK_NAME, folder_written_whole
 from charforge.workspace import Workspace
 
 
@@ -17,7 +17,7 @@ def test_a_failed_write_leaves_the_old_folder_and_no_debris(tmp_path):
         (staging / "a.txt").write_text("second")
         raise RuntimeError("crash mid-write")
     assert (target / "a.txt").read_text() == "first"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_NAME) == ["out"]
 
 
 def test_a_folder_left_by_a_crash_is_not_a_character(tmp_path):

@@ -8,16 +8,19 @@ need them, so `charforge --help` answers at once.
 
 from __future__ import annotations
 
-import asyncio
+import inspect
 import json
 import os
+import sqlite3
 import sys
+from contextlib import nullcontext
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from charforge.errors import CharforgeError
@@ -155,77 +158,121 @@ def character_export(
 
 
 # -- generation ------------------------------------------------------------------------
-class StageName(StrEnum):
-    scenes = "scenes"
-    experiences = "experiences"
-    protective = "protective"
+def _stage_names() -> dict[str, str]:
+    from charforge.stages import registered_stages
+
+    return {name: name for name in registered_stages()}
 
 
-# Options that only one stage understands (their defaults live in the stage classes).
-STAGE_OPTIONS = {
-    "prompts": "scenes", "scenes_per_prompt": "scenes", "context_words": "scenes",
-    "min_words": "experiences", "count": "protective",
-}
+StageName = StrEnum("StageName", _stage_names())
 CharacterArg = Annotated[str, typer.Argument(help="id, short name or full name")]
 
 
-@app.command("generate")
-def generate_command(
+def _generate(
     stage: Annotated[StageName, typer.Argument(
         help="scenes (profile -> scene outlines), experiences (scene -> dialogue with "
-        "thoughts) or protective (the character shows ignorance of what it cannot know)")],
+        "thoughts), protective (the character shows ignorance of what it cannot know), "
+        "or any other registered stage")],
     character: CharacterArg,
-    prompts: Annotated[int | None, typer.Option(
-        min=1, help="scenes: prompts to send (default 20)")] = None,
-    scenes_per_prompt: Annotated[int | None, typer.Option(
-        min=1, max=50, help="scenes: scenes asked per prompt (default 5)")] = None,
-    context_words: Annotated[int | None, typer.Option(
-        min=20, help="scenes: profile words per prompt (default 300)")] = None,
-    min_words: Annotated[int | None, typer.Option(
-        min=50, help="experiences: words asked for per scene (default 600)")] = None,
-    count: Annotated[int | None, typer.Option(
-        min=1, help="protective: scenes to ask for (default 50)")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="teacher model name")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=4096, help="requests in flight")] = 16,
     limit: Annotated[int | None, typer.Option(min=1, help="run at most N tasks now")] = None,
     retry_failed: Annotated[bool, typer.Option(help="queue failed tasks again")] = False,
-    retry_rejected: Annotated[bool, typer.Option(help="queue rejected answers again")] = False,
+    retry_rejected: Annotated[bool, typer.Option(help="queue rejected answers again (they "
+                                                 "are kept as history)")] = False,
+    rerun_stale: Annotated[bool, typer.Option(help="ask again the work done with a model, "
+                                              "prompt or setting that has changed")] = False,
     dry_run: Annotated[bool, typer.Option(
         help="print the first prompt and the task count")] = False,
     fmt: Annotated[str, typer.Option("--format", help="teacher output: auto (json where the "
                                      "endpoint supports it), text or json")] = "auto",
-    temperature: Annotated[float, typer.Option(
-        min=0.0, max=2.0, help="sampling temperature")] = 0.7,
-    max_tokens: Annotated[int | None, typer.Option(min=1, help="longest answer, in tokens")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        min=0.0, max=2.0, help="sampling temperature (default: the stage's, 0.7)",
+        show_default=False)] = None,
+    top_p: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="nucleus sampling (default 1.0)", show_default=False)] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        min=1, help="longest answer, in tokens (default: the stage's)",
+        show_default=False)] = None,
     workspace: WorkspaceOption = None,
+    **stage_options: Any,
 ) -> None:
-    """Experience Reconstruction: run one stage for one character through the teacher.
-    Every call is stored; interrupt at will and run the same command to resume."""
+    """Run one stage for one character through the teacher. Every call is stored;
+    interrupt at will and run the same command to resume."""
     from charforge.generate import DryRun, generate
+    from charforge.stages import stage_class
 
-    given = {"prompts": prompts, "scenes_per_prompt": scenes_per_prompt,
-             "context_words": context_words, "min_words": min_words, "count": count}
-    options = {name: value for name, value in given.items() if value is not None}
+    cls = stage_class(stage.value)
+    options = {name: value for name, value in stage_options.items() if value is not None}
     for name in options:
-        if STAGE_OPTIONS[name] != stage.value:
-            flag = "--" + name.replace("_", "-")
-            raise CharforgeError(f"{flag} applies to the {STAGE_OPTIONS[name]} stage only")
+        if name not in cls.Options.model_fields:
+            owners = ", ".join(sorted(_STAGE_OPTIONS[name]))
+            raise CharforgeError(f"--{name.replace('_', '-')} applies to the {owners} stage "
+                                 f"only, not {stage.value}")
     if retry_failed and retry_rejected:
         raise CharforgeError("pass --retry-failed or --retry-rejected, not both")
     retry = "failed" if retry_failed else "rejected" if retry_rejected else None
     result = generate(
         _workspace(workspace), character, stage.value, model=model, concurrency=concurrency,
-        limit=limit, retry=retry, dry_run=dry_run, output_format=fmt,
-        sampling={"temperature": temperature, "max_tokens": max_tokens}, options=options,
-        console=err,
+        limit=limit, retry=retry, rerun_stale=rerun_stale, dry_run=dry_run, output_format=fmt,
+        sampling={"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens},
+        options=options, console=err,
     )
     if isinstance(result, DryRun):
         out.print(f"{result.tasks} task(s) to run for {stage.value}")
+        if result.stale:
+            out.print(f"{result.stale} earlier answer(s) are stale (another model, prompt or "
+                      f"setting); --rerun-stale asks them again")
         for message in result.first_messages or []:
             out.rule(message.role)
             out.print(message.content, markup=False, highlight=False)
         return
     _report_run(stage.value, result)
+
+
+def _stage_option_parameters() -> tuple[dict[str, set[str]], list[inspect.Parameter]]:
+    """One `--option` per option name of any registered stage, typed from its `Options`
+    field; its help names the stages that take it, with their defaults and bounds."""
+    from charforge.stages import registered_stages
+
+    uses: dict[str, list[tuple[str, Any]]] = {}
+    for stage_name, cls in registered_stages().items():
+        for field, info in cls.Options.model_fields.items():
+            uses.setdefault(field, []).append((stage_name, info))
+    parameters = []
+    for field, where in sorted(uses.items()):
+        kind = where[0][1].annotation
+        helps = [f"{stage}: {info.description or field} (default {info.default}"
+                 f"{_bounds(info)})" for stage, info in where]
+        option = typer.Option(f"--{field.replace('_', '-')}", help="; ".join(helps),
+                              show_default=False)
+        parameters.append(inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=Annotated[kind | None, option]))
+    return {field: {stage for stage, _ in where} for field, where in uses.items()}, parameters
+
+
+def _bounds(info: Any) -> str:
+    limits = []
+    for meta in info.metadata:
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                limits.append(f"{sign} {value}")
+    return f", {' and '.join(limits)}" if limits else ""
+
+
+def _with_stage_options(function: Any) -> Any:
+    signature = inspect.signature(function, eval_str=True)
+    fixed = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    taken = {p.name for p in fixed} & set(_STAGE_OPTIONS)
+    if taken:
+        raise RuntimeError(f"stage options {sorted(taken)} clash with generate's own options")
+    function.__signature__ = signature.replace(parameters=[*fixed, *_OPTION_PARAMETERS])
+    return function
+
+
+_STAGE_OPTIONS, _OPTION_PARAMETERS = _stage_option_parameters()
+app.command("generate")(_with_stage_options(_generate))
 
 
 def _report_run(stage: str, result: RunSummary) -> None:
@@ -236,6 +283,11 @@ def _report_run(stage: str, result: RunSummary) -> None:
         f"{result.elapsed_s:.1f} s; tokens {result.prompt_tokens} in, "
         f"{result.completion_tokens} out"
     )
+    plan = result.plan
+    if plan.stale > plan.stale_queued:
+        left = plan.stale - plan.stale_queued
+        err.print(f"{left} task(s) were done before with another model, prompt or setting: "
+                  "kept as they are (stale); --rerun-stale asks them again")
     if result.interrupted:
         err.print(f"interrupted: {result.released} task(s) went back to pending; run the same "
                   "command again to resume")
@@ -274,28 +326,51 @@ def dataset_build(
 
 
 @app.command()
-def status(workspace: WorkspaceOption = None) -> None:
-    """Per character and stage: pending, done, failed, rejected tasks and tokens used."""
-    ws = _workspace(workspace)
-    store = ws.store()
-    try:
-        rows = store.stage_counts()
-        table = Table("character", "stage", "pending", "leased", "done", "rejected", "failed",
-                      "records", "tokens in", "tokens out", "rejection reasons")
-        for row in rows:
-            reasons = store.rejection_counts(row.character, row.stage)
-            table.add_row(
-                row.character, row.stage, str(row.pending), str(row.leased), str(row.done),
-                str(row.rejected), str(row.failed), str(row.records), str(row.prompt_tokens),
-                str(row.completion_tokens),
-                ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "-",
-            )
-    finally:
-        store.close()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Per character and stage: tasks done, pending, rejected, failed and stale; records;
+    tokens billed; why answers were rejected and why work is stale."""
+    from charforge.status import workspace_status
+
+    rows = workspace_status(_workspace(workspace))
+    if as_json:
+        print(json.dumps([row.model_dump() for row in rows], ensure_ascii=False, indent=2))
+        return
     if not rows:
         out.print("nothing generated yet; run: charforge generate scenes CHARACTER")
         return
+    table = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
+    table.add_column("character", max_width=14, overflow="ellipsis", no_wrap=True)
+    table.add_column("stage", max_width=13, overflow="ellipsis", no_wrap=True)
+    for header in ("done", "pend", "rej", "fail", "stale", "records"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("tokens in/out", justify="right", no_wrap=True)
+    notes = []
+    for row in rows:
+        pending = f"{row.pending}+{row.running}" if row.running else str(row.pending)
+        table.add_row(row.character, row.stage, str(row.done), pending, str(row.rejected),
+                      str(row.failed), str(row.stale), str(row.records),
+                      f"{_short(row.prompt_tokens)}/{_short(row.completion_tokens)}")
+        label = f"{row.character} {row.stage}"
+        if row.rejection_reasons:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(row.rejection_reasons.items()))
+            notes.append(f"{label}: rejected: {reasons}")
+        if row.stale:
+            notes.append(f"{label}: stale: {'; '.join(row.stale_reasons)} "
+                         f"(--rerun-stale asks again)")
     out.print(table)
+    for note in notes:
+        out.print(note, markup=False, highlight=False)
+
+
+def _short(n: int) -> str:
+    """1234 -> '1.2k', 5_600_000 -> '5.6M': token counts in a narrow column."""
+    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if n >= size:
+            return f"{n / size:.1f}{suffix}"
+    return str(n)
 
 
 # -- models ----------------------------------------------------------------------------
@@ -305,27 +380,20 @@ def models(
     workspace: WorkspaceOption = None,
 ) -> None:
     """List the configured models and check that each can be reached."""
-    from charforge.llm.registry import check_model, default_model_name, model_specs
+    from charforge.llm.registry import check_models
 
     ws = _optional_workspace(workspace)
-    specs = model_specs(ws)
-    default = default_model_name(ws)
+    with err.status("checking models…") if check else nullcontext():
+        results = check_models(ws.config if ws else None, check=check)
     table = Table("name", "backend", "where", "status")
-    failed = 0
-    for name, spec in specs.items():
-        where = spec.get("base_url") or spec.get("path") or "embedded SmolLM2-135M-Instruct"
-        status = "not checked"
-        if check:
-            try:
-                with err.status(f"checking {name}…"):
-                    status = f"[green]ok[/green] {check_model(name, spec)}"
-            except CharforgeError as exc:
-                failed += 1
-                status = f"[red]failed[/red] {exc}"
-        label = f"{name} (default)" if name == default else name
-        table.add_row(label, str(spec.get("backend", "?")), str(where), status)
+    for result in results:
+        status = ("not checked" if result.ok is None else
+                  f"[green]ok[/green] {escape(result.detail)}" if result.ok else
+                  f"[red]failed[/red] {escape(result.detail)}")
+        label = f"{result.name} (default)" if result.default else result.name
+        table.add_row(label, result.backend, result.where, status)
     out.print(table)
-    if failed:
+    if any(result.ok is False for result in results):
         raise typer.Exit(1)
 
 
@@ -343,29 +411,17 @@ def ask(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Ask a model one question (optionally in character) and print the answer."""
-    from charforge.llm.base import ChatMessage
+    from charforge.llm.base import Sampling
     from charforge.llm.registry import load_chat_model
-    from charforge.roleplay import question_messages
+    from charforge.roleplay import ask as ask_model
 
     ws = _workspace(workspace) if character else _optional_workspace(workspace)
-    if character:
-        messages = question_messages(ws.load_character(character), question)
-    else:
-        messages = [ChatMessage(role="user", content=question)]
-        if system:
-            messages.insert(0, ChatMessage(role="system", content=system))
-    chat_model = load_chat_model(model, workspace=ws)
-
-    async def _ask():
-        try:
-            return await chat_model.chat(
-                messages, temperature=temperature, max_tokens=max_tokens, seed=seed
-            )
-        finally:
-            await chat_model.aclose()
-
+    who = ws.load_character(character) if character and ws else None
+    chat_model = load_chat_model(model, config=ws.config if ws else None)
+    sampling = Sampling(temperature=temperature, max_tokens=max_tokens, seed=seed)
     with err.status(f"asking {chat_model.name}…"):
-        completion = asyncio.run(_ask())
+        completion = ask_model(question, chat_model, character=who, system=system,
+                               sampling=sampling)
     print(completion.text)
     if completion.truncated:
         err.print(
@@ -404,6 +460,12 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)
+    except sqlite3.Error as exc:  # the store failed under a command (disk full, locked, ...)
+        if os.environ.get("CHARFORGE_DEBUG"):
+            raise
+        err.print(f"error: the store (charforge.db) failed: {exc}", markup=False,
+                  highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

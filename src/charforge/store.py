@@ -1,13 +1,22 @@
-"""The workspace's SQLite store: every teacher task, attempt, answer and verdict.
+"""The workspace's SQLite store: every task, try, answer, record and verdict.
 
-One database per workspace (`charforge.db`, WAL). A task's id is a hash of
-what changes its output, so the same work is planned once and done once:
-finishing a task writes its completion, its records or rejection, its
-attempts and its new state in one transaction, guarded by the task's lease.
-Nothing else in charforge writes SQL.
+One database per workspace (`charforge.db`, WAL). Nothing else in charforge
+writes SQL. The schema lives in `migrations.py`.
 
-Task states: pending -> leased (run id, expiry) -> done | failed | rejected.
-A new run takes back the leases of runs whose process is gone.
+A task has two hashes. Its *key* says what is asked (character, stage, inputs,
+parent records); its *config* says how and of whom (each model's fingerprint,
+the fingerprint of every template rendered, the output schema, the sampling
+settings). The id hashes both: changed work gets a new id, the same work is done
+once. A planned task whose key is known under another config replaces it when the
+old one never started, and is otherwise reported *stale* and queued only when
+asked (`rerun_stale`); the old one is *superseded* once its replacement is done,
+and kept, like every rejected answer, as history (and as negatives for DPO).
+
+Task states: pending -> leased (run id, expiry) -> done | failed | rejected. A run
+leases only tasks of its own config. Answers are committed as they arrive, each
+under the task's lease; a task's records, rejection and final state are written
+in one transaction with its last answer. A new run takes back the leases of runs
+whose process is gone, and marks their requests in flight as abandoned.
 """
 
 from __future__ import annotations
@@ -21,96 +30,95 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from charforge.llm.base import Completion
+from charforge.errors import StoreError
+from charforge.llm.base import Completion, FailedTry, Sampling, Usage
+from charforge.migrations import MIGRATIONS, apply_migrations, canonical, task_key
 
 DB_NAME = "charforge.db"
 TaskStatus = Literal["pending", "leased", "done", "failed", "rejected"]
 STATUSES: tuple[TaskStatus, ...] = ("pending", "leased", "done", "failed", "rejected")
+RecordRef = tuple[str, int]  # (task id, record index)
 
-# Named, append-only migrations. Never edit one that has shipped: add another.
-MIGRATIONS: list[tuple[str, str]] = [
-    (
-        "0001_initial",
-        """
-        CREATE TABLE runs (
-            id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
-            command TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL
-        );
-        CREATE TABLE tasks (
-            id TEXT PRIMARY KEY,
-            character TEXT NOT NULL, stage TEXT NOT NULL,
-            template TEXT NOT NULL, template_version INTEGER NOT NULL,
-            model TEXT NOT NULL, params TEXT NOT NULL, inputs TEXT NOT NULL,
-            status TEXT NOT NULL DEFAULT 'pending',
-            lease_run TEXT, lease_expires REAL,
-            attempts INTEGER NOT NULL DEFAULT 0, error TEXT,
-            created_at REAL NOT NULL, updated_at REAL NOT NULL
-        );
-        CREATE INDEX tasks_queue ON tasks (character, stage, status);
-        CREATE TABLE attempts (
-            id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, run_id TEXT NOT NULL,
-            ok INTEGER NOT NULL, error TEXT, latency_s REAL, model TEXT,
-            prompt_tokens INTEGER NOT NULL DEFAULT 0,
-            completion_tokens INTEGER NOT NULL DEFAULT 0,
-            created_at REAL NOT NULL
-        );
-        CREATE INDEX attempts_task ON attempts (task_id);
-        CREATE TABLE completions (
-            task_id TEXT NOT NULL, turn INTEGER NOT NULL,
-            text TEXT NOT NULL, finish_reason TEXT, model TEXT,
-            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-            latency_s REAL, created_at REAL NOT NULL,
-            PRIMARY KEY (task_id, turn)
-        );
-        CREATE TABLE records (
-            task_id TEXT NOT NULL, idx INTEGER NOT NULL,
-            character TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
-            PRIMARY KEY (task_id, idx)
-        );
-        CREATE INDEX records_kind ON records (character, kind);
-        CREATE TABLE rejections (
-            task_id TEXT PRIMARY KEY, reason TEXT NOT NULL, detail TEXT NOT NULL,
-            created_at REAL NOT NULL
-        );
-        """,
-    ),
-]
+__all__ = ["DB_NAME", "MIGRATIONS", "STATUSES", "Store", "TaskConfig", "TaskRow", "TaskSpec"]
 
 
-class TaskSpec(BaseModel):
-    """A unit of teacher work before it is stored. Its id hashes everything
-    that changes the output, and nothing that does not (such as concurrency)."""
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(canonical(list(parts)).encode("utf-8")).hexdigest()[:32]
+
+
+class ModelRef(BaseModel):
+    """A model as a task knows it: the name it was asked by, and its fingerprint."""
+
+    model_config = {"frozen": True}
+
+    name: str
+    fp: str
+
+
+class TaskConfig(BaseModel):
+    """How every task of one plan is asked: the same for all of them."""
+
+    model_config = {"frozen": True}
+
+    models: dict[str, ModelRef]
+    prompt_fp: str
+    output_fp: str
+    sampling: Sampling
+    mode: str
+    template: str = ""
+    template_version: int = 0
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return _hash("config", {r: m.fp for r, m in self.models.items()}, self.prompt_fp,
+                     self.output_fp, self.sampling.model_dump(mode="json"), self.mode)
+
+    @property
+    def model_names(self) -> str:
+        names = [m.name for m in self.models.values()]
+        return names[0] if len(names) == 1 else ",".join(
+            f"{role}={m.name}" for role, m in self.models.items())
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A unit of work before it is stored."""
 
     character: str
     stage: str
-    template: str
-    template_version: int
-    model: str
-    params: dict[str, Any] = Field(description="sampling settings and output mode")
-    inputs: dict[str, Any] = Field(description="canonical inputs of the prompt")
+    inputs: dict[str, Any]
+    config: TaskConfig
+    parents: tuple[RecordRef, ...] = ()
+    response_format: dict[str, Any] | None = None
+
+    @cached_property
+    def key(self) -> str:
+        return task_key(self.character, self.stage, self.inputs, self.parents)
+
+    @cached_property
+    def id(self) -> str:
+        return _hash("task", self.key, self.config.fingerprint, self.response_format)
 
     @property
-    def id(self) -> str:
-        payload = json.dumps(
-            [self.character, self.stage, self.template, self.template_version, self.model,
-             self.params, self.inputs],
-            sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-        )
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"sampling": self.config.sampling.model_dump(mode="json"),
+                                  "mode": self.config.mode}
+        if self.response_format is not None:
+            params["response_format"] = self.response_format
+        return params
 
     def as_row(self) -> TaskRow:
         """The task as it will look once stored (for dry runs)."""
-        return TaskRow(
-            id=self.id, character=self.character, stage=self.stage, template=self.template,
-            template_version=self.template_version, model=self.model, params=self.params,
-            inputs=self.inputs, status="pending", attempts=0,
-        )
+        return TaskRow(id=self.id, key=self.key, character=self.character, stage=self.stage,
+                       config=self.config.fingerprint, params=self.params, inputs=self.inputs,
+                       parents=self.parents, status="pending", attempts=0, round=0)
 
 
 @dataclass(frozen=True)
@@ -118,50 +126,39 @@ class TaskRow:
     """A stored task as a stage sees it when running it."""
 
     id: str
+    key: str
     character: str
     stage: str
-    template: str
-    template_version: int
-    model: str
+    config: str | None
     params: dict[str, Any]
     inputs: dict[str, Any]
+    parents: tuple[RecordRef, ...]
     status: str
     attempts: int
+    round: int
+
+    @property
+    def sampling(self) -> Sampling:
+        stored = self.params.get("sampling")
+        if stored is None:  # a task planned before Sampling existed
+            stored = {k: self.params[k] for k in ("temperature", "top_p", "max_tokens")
+                      if k in self.params}
+        return Sampling.model_validate(stored)
+
+    @property
+    def mode(self) -> str:
+        return str(self.params.get("mode", "text"))
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        return self.params.get("response_format")
 
 
 @dataclass(frozen=True)
-class AttemptLog:
-    ok: bool
-    latency_s: float
-    error: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    model: str = ""
-
-
-@dataclass(frozen=True)
-class FinishedTask:
-    """A task's results, ready to write; records are already JSON text, so a
-    record that cannot be serialised fails its own task, never a batch."""
-
-    task: TaskRow
-    completions: Sequence[Completion]
-    attempts: Sequence[AttemptLog]
-    records: Sequence[tuple[str, str]] = ()
-    rejection: tuple[str, str] | None = None
-
-    @classmethod
-    def of(
-        cls,
-        task: TaskRow,
-        *,
-        completions: Sequence[Completion],
-        attempts: Sequence[AttemptLog],
-        records: Sequence[tuple[str, dict[str, Any]]] = (),
-        rejection: tuple[str, str] | None = None,
-    ) -> FinishedTask:
-        encoded = [(kind, _dumps(data)) for kind, data in records]
-        return cls(task, completions, attempts, encoded, rejection)
+class StoredTurn:
+    turn: int
+    role: str | None
+    completion: Completion
 
 
 @dataclass(frozen=True)
@@ -171,6 +168,20 @@ class StoredRecord:
     kind: str
     data: dict[str, Any]
     inputs: dict[str, Any]
+    version: int = 1
+
+
+@dataclass
+class PlanCounts:
+    """What planning found: tasks added, already known, replaced before they started,
+    and stale (the same work done under another config; queued when `rerun_stale`)."""
+
+    planned: int = 0
+    added: int = 0
+    known: int = 0
+    replaced: int = 0
+    stale: int = 0
+    stale_queued: int = 0
 
 
 class StageCounts(BaseModel):
@@ -181,26 +192,58 @@ class StageCounts(BaseModel):
     done: int = 0
     failed: int = 0
     rejected: int = 0
+    superseded: int = 0
     records: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
 
-_TASK_COLUMNS = (
-    "id, character, stage, template, template_version, model, params, inputs, status, attempts"
-)
+# -- what a run writes -----------------------------------------------------------------
+@dataclass(frozen=True)
+class TryStarted:
+    """A request is about to be sent (so a kill leaves it on record as abandoned)."""
+
+    task: TaskRow
+    turn: int
+    role: str
 
 
-def _task_row(row: Sequence[Any]) -> TaskRow:
-    return TaskRow(
-        id=row[0], character=row[1], stage=row[2], template=row[3], template_version=row[4],
-        model=row[5], params=json.loads(row[6]), inputs=json.loads(row[7]), status=row[8],
-        attempts=row[9],
-    )
+@dataclass(frozen=True)
+class TurnAnswered:
+    """An answer arrived: kept at once, whatever happens to the task after."""
+
+    task: TaskRow
+    turn: int
+    role: str
+    completion: Completion
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+@dataclass(frozen=True)
+class TaskFinished:
+    """A task's records or rejection and its final state. Records are JSON text
+    already, so a record that cannot be serialised fails its own task, never a batch."""
+
+    task: TaskRow
+    records: Sequence[tuple[str, str, int]] = ()  # (kind, JSON data, schema version)
+    rejection: tuple[str, str] | None = None
+
+    @classmethod
+    def of(cls, task: TaskRow, *, records: Sequence[tuple[str, dict[str, Any]]] = (),
+           version: int = 1, rejection: tuple[str, str] | None = None) -> TaskFinished:
+        encoded = [(kind, canonical(data), version) for kind, data in records]
+        return cls(task, encoded, rejection)
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    task: TaskRow
+    error: str
+    tries: Sequence[FailedTry] = field(default_factory=tuple)
+
+
+WriteOp = TryStarted | TurnAnswered | TaskFinished | TaskFailed
+
+_TASK_COLUMNS = ("id, key, character, stage, config, params, inputs, status, attempts, round")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -213,18 +256,39 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    text = str(exc)
+    if path.is_dir():
+        return StoreError(f"{path} is a folder, not charforge's store; move it aside")
+    if "not a database" in text or "malformed" in text:
+        return StoreError(f"{path} is not a readable charforge store ({text}); move it aside "
+                          "and run again to start a new one")
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"{path} is read-only; charforge writes every answer to its store "
+                          "(check the permissions of the file and its folder)")
+    return StoreError(f"{path}: cannot open the store ({text})")
+
+
 class Store:
     """The one object that reads and writes the database."""
 
     def __init__(self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL survives process crashes; FULL also survives power loss.
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._migrate()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from None
+        try:
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL survives process crashes; FULL also survives power loss.
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            with self._write() as db:
+                apply_migrations(db)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _store_error(self.path, exc) from None
 
     @classmethod
     def for_workspace(cls, root: str | Path) -> Store:
@@ -239,278 +303,413 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- transactions and migrations ---------------------------------------------
+    # -- transactions ----------------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE: read-then-write transactions never fail half way."""
+        """BEGIN IMMEDIATE: read-then-write transactions never fail half way. Reads on
+        this connection are always finished (fetched) before a write begins."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
-        except BaseException:
+        except BaseException as exc:
             self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+                raise _store_error(self.path, exc) from None
             raise
         self._db.execute("COMMIT")
 
-    def _migrate(self) -> None:
-        with self._write() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL)"
-            )
-            done = {row[0] for row in db.execute("SELECT name FROM migrations")}
-            for name, script in MIGRATIONS:
-                if name in done:
-                    continue
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-                db.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
+    def _all(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._db.execute(query, params).fetchall()
 
     def applied_migrations(self) -> list[str]:
-        return [row[0] for row in self._db.execute("SELECT name FROM migrations ORDER BY name")]
+        return [row[0] for row in self._all("SELECT name FROM migrations ORDER BY name")]
 
     def integrity_check(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
 
-    # -- runs and leases -----------------------------------------------------------
-    def begin_run(self, command: str) -> str:
+    # -- runs and leases ---------------------------------------------------------------
+    def begin_run(self, command: str, settings: dict[str, Any] | None = None) -> str:
+        """Open a run; `settings` (what it ran with, never secrets) is kept with it."""
         run_id = uuid.uuid4().hex[:16]
         with self._write() as db:
             db.execute(
-                "INSERT INTO runs (id, pid, host, command, started_at) VALUES (?, ?, ?, ?, ?)",
-                (run_id, os.getpid(), socket.gethostname(), command, time.time()),
+                "INSERT INTO runs (id, pid, host, command, started_at, settings) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, os.getpid(), socket.gethostname(), command, time.time(),
+                 None if settings is None else canonical(settings)),
             )
         return run_id
 
+    def run_settings(self, run_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT settings FROM runs WHERE id=?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
     def end_run(self, run_id: str) -> int:
-        """Close a run: its unfinished leases go back to pending. Returns how many."""
+        """Close a run: its unfinished leases go back to pending, its requests still in
+        flight are abandoned. Returns how many leases went back."""
         with self._write() as db:
             released = db.execute(
                 "UPDATE tasks SET status='pending', lease_run=NULL, lease_expires=NULL, "
                 "updated_at=? WHERE status='leased' AND lease_run=?",
                 (time.time(), run_id),
             ).rowcount
+            self._abandon_tries(db, run_id)
             db.execute("UPDATE runs SET ended_at=? WHERE id=?", (time.time(), run_id))
         return released
+
+    @staticmethod
+    def _abandon_tries(db: sqlite3.Connection, run_id: str) -> None:
+        db.execute("UPDATE attempts SET state='abandoned', ok=0, error=COALESCE(error, "
+                   "'abandoned: the run stopped while this request was in flight') "
+                   "WHERE run_id=? AND state='in_flight'", (run_id,))
 
     def reclaim_leases(self) -> int:
         """Take back leases of runs whose process is gone (or whose lease expired)."""
         host = socket.gethostname()
         now = time.time()
-        dead: list[str] = []
-        rows = self._db.execute(
-            "SELECT DISTINCT r.id, r.pid, r.host FROM tasks t JOIN runs r ON r.id = t.lease_run "
-            "WHERE t.status='leased'"
-        ).fetchall()
-        for run_id, pid, run_host in rows:
-            if run_host == host and not _pid_alive(pid):
-                dead.append(run_id)
+        rows = self._all(
+            "SELECT DISTINCT r.id, r.pid, r.host FROM runs r WHERE r.ended_at IS NULL")
+        dead = [run_id for run_id, pid, run_host in rows
+                if run_host == host and not _pid_alive(pid)]
         with self._write() as db:
             count = 0
             for run_id in dead:
                 count += db.execute(
                     "UPDATE tasks SET status='pending', lease_run=NULL, lease_expires=NULL "
-                    "WHERE status='leased' AND lease_run=?",
-                    (run_id,),
-                ).rowcount
+                    "WHERE status='leased' AND lease_run=?", (run_id,)).rowcount
+                self._abandon_tries(db, run_id)
                 db.execute("UPDATE runs SET ended_at=COALESCE(ended_at, ?) WHERE id=?",
                            (now, run_id))
             count += db.execute(
                 "UPDATE tasks SET status='pending', lease_run=NULL, lease_expires=NULL "
-                "WHERE status='leased' AND lease_expires < ?",
-                (now,),
-            ).rowcount
+                "WHERE status='leased' AND lease_expires < ?", (now,)).rowcount
         return count
 
-    # -- planning --------------------------------------------------------------------
-    def add_tasks(self, specs: Iterable[TaskSpec], *, batch: int = 1000) -> int:
-        """Store new tasks (known ids are ignored); streams, never holds them all."""
-        added = 0
-        chunk: list[tuple[Any, ...]] = []
-
-        def flush() -> int:
-            with self._write() as db:
-                before = db.total_changes
-                db.executemany(
-                    "INSERT OR IGNORE INTO tasks (id, character, stage, template, "
-                    "template_version, model, params, inputs, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    chunk,
-                )
-                return db.total_changes - before
-
-        now = time.time()
+    # -- planning ----------------------------------------------------------------------
+    def plan(self, specs: Iterable[TaskSpec], *, rerun_stale: bool = False,
+             batch: int = 500) -> PlanCounts:
+        """Store the tasks of a plan, streaming (never all in memory): new ones are added;
+        a known key under another config is replaced when it never started, else counted
+        stale and queued only with `rerun_stale`."""
+        counts = PlanCounts()
+        chunk: list[TaskSpec] = []
         for spec in specs:
-            chunk.append((spec.id, spec.character, spec.stage, spec.template,
-                          spec.template_version, spec.model, _dumps(spec.params),
-                          _dumps(spec.inputs), now, now))
+            chunk.append(spec)
             if len(chunk) >= batch:
-                added += flush()
+                self._plan_chunk(chunk, rerun_stale, counts)
                 chunk = []
         if chunk:
-            added += flush()
-        return added
+            self._plan_chunk(chunk, rerun_stale, counts)
+        return counts
+
+    def _plan_chunk(self, chunk: list[TaskSpec], rerun_stale: bool, counts: PlanCounts) -> None:
+        counts.planned += len(chunk)
+        now = time.time()
+        marks = ",".join("?" * len(chunk))
+        with self._write() as db:
+            known = {row[0] for row in db.execute(
+                f"SELECT id FROM tasks WHERE id IN ({marks})", [s.id for s in chunk])}
+            same_key: dict[str, list[tuple[str, str]]] = {}
+            for key, task_id, status in db.execute(
+                    f"SELECT key, id, status FROM tasks WHERE key IN ({marks}) "
+                    "AND superseded_by IS NULL", [s.key for s in chunk]):
+                same_key.setdefault(key, []).append((task_id, status))
+            fresh: list[TaskSpec] = []
+            for spec in chunk:
+                if spec.id in known:
+                    counts.known += 1
+                    continue
+                others = [(i, s) for i, s in same_key.get(spec.key, ()) if i != spec.id]
+                started = [i for i, s in others if s != "pending"]
+                for other, _ in others:
+                    if other not in started:  # never asked: replace it now
+                        db.execute("UPDATE tasks SET superseded_by=? WHERE id=?",
+                                   (spec.id, other))
+                        counts.replaced += 1
+                if started:
+                    counts.stale += 1
+                    if not rerun_stale:
+                        continue
+                    counts.stale_queued += 1
+                fresh.append(spec)
+                known.add(spec.id)
+            db.executemany(
+                "INSERT OR IGNORE INTO tasks (id, key, config, character, stage, template, "
+                "template_version, model, models, prompt_fp, output_fp, params, inputs, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(s.id, s.key, s.config.fingerprint, s.character, s.stage, s.config.template,
+                  s.config.template_version, s.config.model_names,
+                  canonical({r: m.model_dump() for r, m in s.config.models.items()}),
+                  s.config.prompt_fp, s.config.output_fp, canonical(s.params),
+                  canonical(s.inputs), now, now) for s in fresh])
+            db.executemany("INSERT OR IGNORE INTO lineage VALUES (?, ?, ?)",
+                           [(s.id, t, i) for s in fresh for t, i in s.parents])
+        counts.added += len(fresh)
 
     def task_status(self, task_id: str) -> str | None:
         row = self._db.execute("SELECT status FROM tasks WHERE id=?", (task_id,)).fetchone()
         return row[0] if row else None
 
-    def count(self, character: str, stage: str, status: TaskStatus) -> int:
+    def key_started(self, key: str, except_id: str) -> bool:
+        """Whether the work `key` was already asked under another config (stale)."""
         return self._db.execute(
-            "SELECT COUNT(*) FROM tasks WHERE character=? AND stage=? AND status=?",
-            (character, stage, status),
-        ).fetchone()[0]
+            "SELECT 1 FROM tasks WHERE key=? AND id!=? AND superseded_by IS NULL "
+            "AND status!='pending' LIMIT 1", (key, except_id)).fetchone() is not None
 
-    def reset(self, character: str, stage: str, status: Literal["failed", "rejected"]) -> int:
-        """Put failed (or rejected) tasks back in the queue; a rejection is forgotten."""
-        with self._write() as db:
-            if status == "rejected":
-                db.execute(
-                    "DELETE FROM rejections WHERE task_id IN (SELECT id FROM tasks WHERE "
-                    "character=? AND stage=? AND status='rejected')",
-                    (character, stage),
-                )
-                db.execute(
-                    "DELETE FROM completions WHERE task_id IN (SELECT id FROM tasks WHERE "
-                    "character=? AND stage=? AND status='rejected')",
-                    (character, stage),
-                )
-            return db.execute(
-                "UPDATE tasks SET status='pending', error=NULL, updated_at=? "
-                "WHERE character=? AND stage=? AND status=?",
-                (time.time(), character, stage, status),
-            ).rowcount
+    def count(self, character: str, stage: str, status: TaskStatus, *,
+              config: str | None = None) -> int:
+        query = ("SELECT COUNT(*) FROM tasks WHERE character=? AND stage=? AND status=? "
+                 "AND superseded_by IS NULL")
+        params: list[Any] = [character, stage, status]
+        if config is not None:
+            query += " AND config=?"
+            params.append(config)
+        return self._db.execute(query, params).fetchone()[0]
 
-    # -- running ---------------------------------------------------------------------
-    def lease(
-        self, run_id: str, character: str, stage: str, limit: int, *, lease_s: float = 3600.0
-    ) -> list[TaskRow]:
-        """Lease up to `limit` pending tasks, oldest first."""
+    def reset(self, character: str, stage: str, status: Literal["failed", "rejected"], *,
+              config: str | None = None) -> int:
+        """Put failed (or rejected) tasks back in the queue. A rejected task starts a new
+        round (its rejected answers are kept, never asked again as they were); a failed
+        one keeps its round, so the answers it got before failing are replayed."""
+        bump = ", round=round+1" if status == "rejected" else ""
+        query = (f"UPDATE tasks SET status='pending', error=NULL{bump}, updated_at=? "
+                 "WHERE character=? AND stage=? AND status=? AND superseded_by IS NULL")
+        params: list[Any] = [time.time(), character, stage, status]
+        if config is not None:
+            query += " AND config=?"
+            params.append(config)
         with self._write() as db:
-            rows = db.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE character=? AND stage=? "
-                "AND status='pending' ORDER BY rowid LIMIT ?",
-                (character, stage, limit),
-            ).fetchall()
+            return db.execute(query, params).rowcount
+
+    # -- running -----------------------------------------------------------------------
+    def lease(self, run_id: str, character: str, stage: str, limit: int, *,
+              config: str | None = None, lease_s: float = 3600.0) -> list[TaskRow]:
+        """Lease up to `limit` pending tasks (of one config, when given), oldest first."""
+        query = (f"SELECT {_TASK_COLUMNS} FROM tasks WHERE character=? AND stage=? "
+                 "AND status='pending' AND superseded_by IS NULL")
+        params: list[Any] = [character, stage]
+        if config is not None:
+            query += " AND config=?"
+            params.append(config)
+        with self._write() as db:
+            rows = db.execute(query + " ORDER BY rowid LIMIT ?", [*params, limit]).fetchall()
+            now = time.time()
             db.executemany(
                 "UPDATE tasks SET status='leased', lease_run=?, lease_expires=?, updated_at=? "
-                "WHERE id=?",
-                [(run_id, time.time() + lease_s, time.time(), row[0]) for row in rows],
-            )
-        return [_task_row(row) for row in rows]
+                "WHERE id=?", [(run_id, now + lease_s, now, row[0]) for row in rows])
+            parents = self._parents(db, [row[0] for row in rows])
+        return [TaskRow(id=r[0], key=r[1] or "", character=r[2], stage=r[3], config=r[4],
+                        params=json.loads(r[5]), inputs=json.loads(r[6]),
+                        parents=parents.get(r[0], ()), status="leased", attempts=r[8],
+                        round=r[9]) for r in rows]
 
-    def finish(self, run_id: str, finished: Sequence[FinishedTask]) -> list[bool]:
-        """Write finished tasks in one transaction: for each, its completions, its
-        records or rejection, its tries and its state, all or nothing. Returns, per
-        task, whether this run still held its lease (when not, nothing of it is written)."""
+    @staticmethod
+    def _parents(db: sqlite3.Connection, task_ids: list[str]) -> dict[str, tuple[RecordRef, ...]]:
+        found: dict[str, list[RecordRef]] = {}
+        for start in range(0, len(task_ids), 500):
+            part = task_ids[start:start + 500]
+            for task_id, parent, idx in db.execute(
+                    f"SELECT task_id, parent_task, parent_idx FROM lineage WHERE task_id IN "
+                    f"({','.join('?' * len(part))}) ORDER BY parent_task, parent_idx", part):
+                found.setdefault(task_id, []).append((parent, idx))
+        return {task_id: tuple(refs) for task_id, refs in found.items()}
+
+    def stored_turns(self, tasks: Sequence[TaskRow]) -> dict[str, list[StoredTurn]]:
+        """The answers already kept for each task's current round, by turn."""
+        found: dict[str, list[StoredTurn]] = {}
+        if not tasks:
+            return found
+        rounds = {t.id: t.round for t in tasks}
+        marks = ",".join("?" * len(tasks))
+        for task_id, rnd, turn, role, text, finish, model, prompt, completion, latency in self._all(
+                "SELECT task_id, round, turn, role, text, finish_reason, model, prompt_tokens, "
+                f"completion_tokens, latency_s FROM completions WHERE task_id IN ({marks}) "
+                "ORDER BY task_id, turn", list(rounds)):
+            if rnd != rounds[task_id]:
+                continue
+            found.setdefault(task_id, []).append(StoredTurn(turn, role, Completion(
+                text=text, finish_reason=finish or "stop", model=model or "",
+                usage=Usage(prompt_tokens=prompt, completion_tokens=completion),
+                latency_s=latency or 0.0)))
+        return found
+
+    def write(self, run_id: str, ops: Sequence[WriteOp]) -> list[bool]:
+        """Apply `ops` in order in one transaction. Each is written only while this run
+        holds its task's lease; returns, per op, whether it was."""
         now = time.time()
         with self._write() as db:
-            return [self._write_finished(db, run_id, item, now) for item in finished]
+            return [self._apply(db, run_id, op, now) for op in ops]
 
-    def _write_finished(
-        self, db: sqlite3.Connection, run_id: str, item: FinishedTask, now: float
-    ) -> bool:
-        task = item.task
-        status = "rejected" if item.rejection else "done"
+    def _apply(self, db: sqlite3.Connection, run_id: str, op: WriteOp, now: float) -> bool:
+        task = op.task
+        if isinstance(op, TaskFinished):
+            return self._finish(db, run_id, op, now)
+        if isinstance(op, TaskFailed):
+            held = db.execute(
+                "UPDATE tasks SET status='failed', attempts=attempts+1, error=?, lease_run=NULL, "
+                "lease_expires=NULL, updated_at=? WHERE id=? AND status='leased' "
+                "AND lease_run=?", (op.error, now, task.id, run_id)).rowcount
+            if held:
+                self._failed_tries(db, run_id, task, None, None, op.tries, now)
+            return bool(held)
+        held = db.execute("SELECT 1 FROM tasks WHERE id=? AND status='leased' AND lease_run=?",
+                          (task.id, run_id)).fetchone() is not None
+        if not held:
+            return False
+        if isinstance(op, TryStarted):
+            db.execute(
+                "INSERT INTO attempts (task_id, run_id, ok, round, turn, role, state, "
+                "created_at) VALUES (?, ?, 0, ?, ?, ?, 'in_flight', ?)",
+                (task.id, run_id, task.round, op.turn, op.role, now))
+            return True
+        c = op.completion
+        db.execute(
+            "INSERT OR IGNORE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (task.id, task.round, op.turn, op.role, c.text, c.finish_reason, c.model,
+             c.usage.prompt_tokens, c.usage.completion_tokens, c.latency_s, now))
+        self._failed_tries(db, run_id, task, op.turn, op.role, c.failed_tries, now)
+        answered = (1, c.latency_s, c.model, c.usage.prompt_tokens, c.usage.completion_tokens)
+        updated = db.execute(
+            "UPDATE attempts SET state='answered', ok=?, latency_s=?, model=?, prompt_tokens=?, "
+            "completion_tokens=?, created_at=? WHERE task_id=? AND run_id=? AND round=? AND "
+            "turn=? AND state='in_flight'",
+            (*answered, now, task.id, run_id, task.round, op.turn)).rowcount
+        if not updated:
+            db.execute(
+                "INSERT INTO attempts (ok, latency_s, model, prompt_tokens, completion_tokens, "
+                "task_id, run_id, round, turn, role, state, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'answered', ?)",
+                (*answered, task.id, run_id, task.round, op.turn, op.role, now))
+        return True
+
+    @staticmethod
+    def _failed_tries(db: sqlite3.Connection, run_id: str, task: TaskRow, turn: int | None,
+                      role: str | None, tries: Sequence[FailedTry], now: float) -> None:
+        db.executemany(
+            "INSERT INTO attempts (task_id, run_id, ok, error, latency_s, prompt_tokens, "
+            "completion_tokens, round, turn, role, state, created_at) "
+            "VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 'failed', ?)",
+            [(task.id, run_id, t.error, t.latency_s, t.prompt_tokens, t.completion_tokens,
+              task.round, turn, role, now) for t in tries])
+
+    @staticmethod
+    def _finish(db: sqlite3.Connection, run_id: str, op: TaskFinished, now: float) -> bool:
+        task = op.task
+        status = "rejected" if op.rejection else "done"
         held = db.execute(
-            "UPDATE tasks SET status=?, attempts=attempts+?, error=NULL, lease_run=NULL, "
+            "UPDATE tasks SET status=?, attempts=attempts+1, error=NULL, lease_run=NULL, "
             "lease_expires=NULL, updated_at=? WHERE id=? AND status='leased' AND lease_run=?",
-            (status, len(item.attempts), now, task.id, run_id),
-        ).rowcount
+            (status, now, task.id, run_id)).rowcount
         if not held:
             return False
         db.executemany(
-            "INSERT INTO completions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(task.id, turn, c.text, c.finish_reason, c.model, c.usage.prompt_tokens,
-              c.usage.completion_tokens, c.latency_s, now)
-             for turn, c in enumerate(item.completions)],
-        )
-        db.executemany(
-            "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
-            [(task.id, idx, task.character, kind, data)
-             for idx, (kind, data) in enumerate(item.records)],
-        )
-        if item.rejection:
-            db.execute("INSERT INTO rejections VALUES (?, ?, ?, ?)",
-                       (task.id, item.rejection[0], item.rejection[1], now))
-        self._insert_attempts(db, task.id, run_id, item.attempts, now)
+            "INSERT INTO records (task_id, idx, character, kind, data, version) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(task.id, idx, task.character, kind, data, version)
+             for idx, (kind, data, version) in enumerate(op.records)])
+        if op.rejection:
+            db.execute("INSERT OR REPLACE INTO rejections VALUES (?, ?, ?, ?, ?)",
+                       (task.id, task.round, op.rejection[0], op.rejection[1], now))
+        elif task.key:  # the same work under an older config is now history
+            db.execute("UPDATE tasks SET superseded_by=? WHERE key=? AND id!=? "
+                       "AND superseded_by IS NULL", (task.id, task.key, task.id))
         return True
 
-    def fail(self, task: TaskRow, run_id: str, error: str, attempts: Sequence[AttemptLog]) -> bool:
-        """Record a task that failed for good in this run (retry with reset)."""
-        now = time.time()
-        with self._write() as db:
-            held = db.execute(
-                "UPDATE tasks SET status='failed', attempts=attempts+?, error=?, lease_run=NULL, "
-                "lease_expires=NULL, updated_at=? WHERE id=? AND status='leased' AND lease_run=?",
-                (len(attempts), error, now, task.id, run_id),
-            ).rowcount
-            if held:
-                self._insert_attempts(db, task.id, run_id, attempts, now)
-        return bool(held)
+    # -- reading results -----------------------------------------------------------------
+    def records(self, character: str, kind: str, *, page: int = 500) -> Iterator[StoredRecord]:
+        """Current records (not superseded) in a stable order (task insertion order, then
+        index), with the inputs of the task that produced them. Read a page at a time,
+        each page a finished statement, so a caller may write between pages."""
+        after_row, after_idx = 0, -1
+        while True:
+            rows = self._all(
+                "SELECT t.rowid, r.task_id, r.idx, r.kind, r.data, t.inputs, r.version "
+                "FROM tasks t CROSS JOIN records r ON r.task_id = t.id "
+                "WHERE t.rowid >= ? AND t.character=? AND t.superseded_by IS NULL AND r.kind=? "
+                "ORDER BY t.rowid, r.idx LIMIT ?", (after_row, character, kind, page + 1))
+            fresh = [r for r in rows if (r[0], r[2]) > (after_row, after_idx)]
+            for _, task_id, idx, kind_, data, inputs, version in fresh:
+                yield StoredRecord(task_id, idx, kind_, json.loads(data), json.loads(inputs),
+                                   version)
+            if len(rows) <= page or not fresh:
+                return
+            after_row, after_idx = fresh[-1][0], fresh[-1][2]
 
-    @staticmethod
-    def _insert_attempts(
-        db: sqlite3.Connection, task_id: str, run_id: str, attempts: Sequence[AttemptLog],
-        now: float,
-    ) -> None:
-        db.executemany(
-            "INSERT INTO attempts (task_id, run_id, ok, error, latency_s, model, prompt_tokens, "
-            "completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(task_id, run_id, int(a.ok), a.error, a.latency_s, a.model, a.prompt_tokens,
-              a.completion_tokens, now) for a in attempts],
-        )
+    def parents_of(self, task_id: str) -> list[RecordRef]:
+        return [(t, i) for t, i in self._all(
+            "SELECT parent_task, parent_idx FROM lineage WHERE task_id=? "
+            "ORDER BY parent_task, parent_idx", (task_id,))]
 
-    # -- reading results -------------------------------------------------------------
-    def records(self, character: str, kind: str) -> Iterator[StoredRecord]:
-        """Records in a stable order (task insertion order, then index), with the
-        inputs of the task that produced them."""
-        cursor = self._db.execute(
-            "SELECT r.task_id, r.idx, r.kind, r.data, t.inputs FROM records r "
-            "JOIN tasks t ON t.id = r.task_id WHERE r.character=? AND r.kind=? "
-            "ORDER BY t.rowid, r.idx",
-            (character, kind),
-        )
-        for task_id, idx, kind_, data, inputs in cursor:
-            yield StoredRecord(task_id, idx, kind_, json.loads(data), json.loads(inputs))
+    def children_of(self, task_id: str, idx: int | None = None) -> list[str]:
+        query, params = "SELECT task_id FROM lineage WHERE parent_task=?", [task_id]
+        if idx is not None:
+            query += " AND parent_idx=?"
+            params.append(idx)
+        return [row[0] for row in self._all(query + " ORDER BY rowid", params)]
 
     def rejection_counts(self, character: str, stage: str | None = None) -> dict[str, int]:
-        query = (
-            "SELECT j.reason, COUNT(*) FROM rejections j JOIN tasks t ON t.id = j.task_id "
-            "WHERE t.character=?" + (" AND t.stage=?" if stage else "") + " GROUP BY j.reason"
-        )
-        params = (character, stage) if stage else (character,)
-        return dict(self._db.execute(query, params).fetchall())
+        """Reasons of the tasks rejected now (not the history of earlier rounds)."""
+        query = ("SELECT j.reason, COUNT(*) FROM rejections j JOIN tasks t ON t.id = j.task_id "
+                 "AND j.round = t.round WHERE t.status='rejected' AND t.superseded_by IS NULL "
+                 "AND t.character=?" + (" AND t.stage=?" if stage else "") + " GROUP BY j.reason")
+        return dict(self._all(query, (character, stage) if stage else (character,)))
 
     def rejections(self, character: str, stage: str) -> list[tuple[str, str, str]]:
-        """(task id, reason, detail) of each rejected task of a stage."""
-        return self._db.execute(
+        """(task id, reason, detail) of each task of a stage rejected now."""
+        return self._all(
             "SELECT j.task_id, j.reason, j.detail FROM rejections j JOIN tasks t ON "
-            "t.id = j.task_id WHERE t.character=? AND t.stage=? ORDER BY t.rowid",
-            (character, stage),
-        ).fetchall()
+            "t.id = j.task_id AND j.round = t.round WHERE t.status='rejected' AND "
+            "t.superseded_by IS NULL AND t.character=? AND t.stage=? ORDER BY t.rowid",
+            (character, stage))
 
-    def completions_of(self, task_id: str) -> list[tuple[int, str]]:
-        return self._db.execute(
-            "SELECT turn, text FROM completions WHERE task_id=? ORDER BY turn", (task_id,)
-        ).fetchall()
+    def completions_of(self, task_id: str, *, all_rounds: bool = False) -> list[tuple[int, str]]:
+        """(turn, text) of a task's answers in its current round (or every round)."""
+        if all_rounds:
+            return self._all("SELECT turn, text FROM completions WHERE task_id=? "
+                             "ORDER BY round, turn", (task_id,))
+        return self._all(
+            "SELECT c.turn, c.text FROM completions c JOIN tasks t ON t.id = c.task_id AND "
+            "c.round = t.round WHERE c.task_id=? ORDER BY c.turn", (task_id,))
 
     def stage_counts(self) -> list[StageCounts]:
-        """Per character and stage: tasks by state, records, tokens used."""
+        """Per character and stage: tasks by state, records, tokens billed (every try)."""
         counts: dict[tuple[str, str], StageCounts] = {}
-        for character, stage, status, n in self._db.execute(
-            "SELECT character, stage, status, COUNT(*) FROM tasks GROUP BY character, stage, status"
-        ):
-            entry = counts.setdefault((character, stage), StageCounts(character=character,
-                                                                       stage=stage))
-            setattr(entry, status, n)
-        for character, stage, n in self._db.execute(
-            "SELECT t.character, t.stage, COUNT(*) FROM records r JOIN tasks t ON t.id=r.task_id "
-            "GROUP BY t.character, t.stage"
-        ):
-            counts[(character, stage)].records = n
-        for character, stage, prompt, completion in self._db.execute(
-            "SELECT t.character, t.stage, SUM(a.prompt_tokens), SUM(a.completion_tokens) "
-            "FROM attempts a JOIN tasks t ON t.id = a.task_id GROUP BY t.character, t.stage"
-        ):
-            counts[(character, stage)].prompt_tokens = prompt or 0
-            counts[(character, stage)].completion_tokens = completion or 0
+
+        def entry(character: str, stage: str) -> StageCounts:
+            return counts.setdefault((character, stage),
+                                     StageCounts(character=character, stage=stage))
+
+        for character, stage, status, superseded, n in self._all(
+                "SELECT character, stage, status, superseded_by IS NOT NULL, COUNT(*) "
+                "FROM tasks GROUP BY 1, 2, 3, 4"):
+            row = entry(character, stage)
+            if superseded:
+                row.superseded += n
+            else:
+                setattr(row, status, getattr(row, status) + n)
+        for character, stage, n in self._all(
+                "SELECT t.character, t.stage, COUNT(*) FROM records r JOIN tasks t "
+                "ON t.id=r.task_id WHERE t.superseded_by IS NULL GROUP BY 1, 2"):
+            entry(character, stage).records = n
+        for character, stage, prompt, completion in self._all(
+                "SELECT t.character, t.stage, SUM(a.prompt_tokens), SUM(a.completion_tokens) "
+                "FROM attempts a JOIN tasks t ON t.id = a.task_id GROUP BY 1, 2"):
+            entry(character, stage).prompt_tokens = prompt or 0
+            entry(character, stage).completion_tokens = completion or 0
         return [counts[key] for key in sorted(counts)]
+
+    def identity_groups(self) -> list[tuple[str, str, dict[str, Any] | None, str | None,
+                                            str | None, int]]:
+        """(character, stage, models, prompt fp, output fp, tasks) for the current tasks:
+        what `charforge status` compares with today's models and prompts."""
+        return [(c, s, json.loads(m) if m else None, p, o, n) for c, s, m, p, o, n in self._all(
+            "SELECT character, stage, models, prompt_fp, output_fp, COUNT(*) FROM tasks "
+            "WHERE superseded_by IS NULL GROUP BY 1, 2, 3, 4, 5")]
+
+    def tries(self, task_id: str) -> list[dict[str, Any]]:
+        """Every try of a task (answered, failed, abandoned), oldest first."""
+        columns = ("round", "turn", "role", "state", "error", "latency_s", "prompt_tokens",
+                   "completion_tokens")
+        return [dict(zip(columns, row, strict=True)) for row in self._all(
+            f"SELECT {', '.join(columns)} FROM attempts WHERE task_id=? ORDER BY id",
+            (task_id,))]

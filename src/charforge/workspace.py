@@ -1,19 +1,27 @@
-"""A workspace: a folder with `charforge.yaml`, one sub-folder per character,
-and (later) the store. Everything charforge produces for a project lives here.
+"""A workspace: a folder with `charforge.yaml`, one sub-folder per character, the
+store, datasets and (optionally) prompt overrides. Everything charforge produces
+for a project lives here.
 
     my-project/
-      charforge.yaml          models and defaults
-      characters/<slug>/      character.yaml (+ avatar.png from a PNG card)
+      charforge.yaml          models, defaults, limits
+      characters/<id>/        character.yaml, summary.json (+ avatar.png from a PNG card)
+      prompts/                optional: <name>.j2 files that override built-in prompts
+      charforge.db            the store
+      datasets/<id>/          training data
+
+Characters are found without parsing them all: by folder name first, else through
+each folder's small `summary.json`. Folders are written whole (`files.py`), and an
+interrupted write is finished or undone when a workspace is next opened.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charforge.character import Character, slugify
 from charforge.errors import (
@@ -22,28 +30,60 @@ from charforge.errors import (
     UnknownCharacterError,
     WorkspaceError,
 )
-from charforge.files import folder_written_whole
+from charforge.files import folder_written_whole, recover_folders
+from charforge.llm.registry import ModelsConfig
 
 if TYPE_CHECKING:
+    from charforge.prompts import Templates
     from charforge.store import Store
 
 CONFIG_NAME = "charforge.yaml"
 CHARACTER_FILE = "character.yaml"
+SUMMARY_FILE = "summary.json"
 AVATAR_FILE = "avatar.png"
+PROMPTS_DIR = "prompts"
 WORKSPACE_ENV = "CHARFORGE_WORKSPACE"
 
 
-class WorkspaceConfig(BaseModel):
-    """The contents of charforge.yaml."""
+class Limits(BaseModel):
+    """Sizes charforge refuses, so one bad file cannot make every command slow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_import_mb: float = Field(default=10.0, gt=0, description="largest character file")
+
+    @property
+    def max_import_bytes(self) -> int:
+        return int(self.max_import_mb * 1024 * 1024)
+
+
+class WorkspaceConfig(ModelsConfig):
+    """The contents of charforge.yaml: the models (a `ModelsConfig`), and limits."""
+
+    model_config = ConfigDict(extra="forbid")
 
     version: int = 1
-    default_model: str = Field(
-        default="smollm2", description="model used when a command names none"
-    )
-    models: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="named models: {backend: openai|local, ...backend options}",
-    )
+    limits: Limits = Field(default_factory=Limits)
+
+
+class CharacterSummary(BaseModel):
+    """What listing and finding characters need, kept beside each character.yaml."""
+
+    slug: str
+    name: str
+    short_name: str
+    profile: int
+    knowledge: int
+    style: int
+    stages: list[str]
+    source_format: str
+
+    @classmethod
+    def of(cls, character: Character) -> CharacterSummary:
+        return cls(slug=character.slug, name=character.name, short_name=character.short_name,
+                   profile=len(character.profile), knowledge=len(character.knowledge),
+                   style=len(character.style), stages=[s.label for s in character.stages],
+                   source_format=str(character.metadata.get("source_format", "-")))
 
 
 _CONFIG_TEMPLATE = """\
@@ -59,6 +99,8 @@ models: {}
 #     base_url: https://api.openai.com/v1
 #     api_key_env: OPENAI_API_KEY     # or a list of variables to rotate keys
 #     max_concurrency: 16
+# limits:
+#   max_import_mb: 10                 # larger character files are refused
 """
 
 
@@ -66,6 +108,8 @@ class Workspace:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self._config: WorkspaceConfig | None = None
+        for folder in (self.characters_dir, self.datasets_dir):
+            recover_folders(folder)
 
     # -- finding and creating -------------------------------------------------
     @classmethod
@@ -111,12 +155,20 @@ class Workspace:
             try:
                 raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
                 self._config = WorkspaceConfig.model_validate(raw)
-            except (yaml.YAMLError, ValidationError) as exc:
-                first = str(exc).strip().splitlines()[0]
+            except (yaml.YAMLError, ValidationError, UnicodeDecodeError, OSError) as exc:
+                first = _first_problem(exc)
                 raise WorkspaceError(
                     f"{self.config_path}: invalid configuration: {first}"
                 ) from None
         return self._config
+
+    def templates(self) -> Templates:
+        """The prompt templates: the workspace's `prompts/` folder first, then the
+        built-in ones. A prompt edited there changes the id of every task using it."""
+        from charforge.prompts import PROMPTS, templates_for
+
+        folder = self.root / PROMPTS_DIR
+        return templates_for(folder) if folder.is_dir() else PROMPTS
 
     # -- the store --------------------------------------------------------------
     def store(self) -> Store:
@@ -130,32 +182,66 @@ class Workspace:
     def characters_dir(self) -> Path:
         return self.root / "characters"
 
-    def character_dir(self, character: Character) -> Path:
-        return self.characters_dir / character.slug
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
 
-    def characters(self) -> list[Character]:
+    def character_dir(self, character: Character | str) -> Path:
+        slug = character if isinstance(character, str) else character.slug
+        return self.characters_dir / slug
+
+    def _folders(self) -> list[Path]:
         if not self.characters_dir.is_dir():
             return []
-        found = []
-        for file in sorted(self.characters_dir.glob(f"*/{CHARACTER_FILE}")):
-            if file.parent.name.startswith("."):
-                continue  # a folder being written, or left by a crash mid-write
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
-            found.append(Character.model_validate(data))
-        return found
+        return sorted(p for p in self.characters_dir.iterdir()
+                      if p.is_dir() and not p.name.startswith(".")
+                      and (p / CHARACTER_FILE).is_file())
+
+    def _read_character(self, folder: Path) -> Character:
+        path = folder / CHARACTER_FILE
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            return Character.model_validate(data)
+        except (yaml.YAMLError, ValidationError, UnicodeDecodeError, OSError) as exc:
+            raise WorkspaceError(f"{path}: unreadable character file: {_first_problem(exc)}; "
+                                 "fix it or import the character again with --replace") from None
+
+    def _summary(self, folder: Path) -> CharacterSummary:
+        """The folder's summary.json; written from character.yaml when missing (folders
+        written before summaries existed)."""
+        path = folder / SUMMARY_FILE
+        try:
+            return CharacterSummary.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError):
+            summary = CharacterSummary.of(self._read_character(folder))
+            staging = path.with_name(f".{SUMMARY_FILE}.{os.getpid()}")
+            try:
+                staging.write_text(summary.model_dump_json(), encoding="utf-8")
+                staging.replace(path)
+            except OSError:
+                staging.unlink(missing_ok=True)  # a read-only workspace still reads
+            return summary
+
+    def character_summaries(self) -> list[CharacterSummary]:
+        """Every character, cheaply (no profile is parsed)."""
+        return [self._summary(folder) for folder in self._folders()]
+
+    def characters(self) -> list[Character]:
+        """Every character, in full."""
+        return [self._read_character(folder) for folder in self._folders()]
 
     def load_character(self, name: str) -> Character:
-        """Find a character by slug, short name or full name (any case)."""
-        wanted = name.strip().lower()
-        characters = self.characters()
-        for character in characters:
-            if wanted in (character.slug, character.short_name.lower(), character.name.lower()):
-                return character
-        slug = slugify(name)
-        for character in characters:
-            if character.slug == slug:
-                return character
-        raise UnknownCharacterError(name, [c.short_name for c in characters])
+        """Find a character by id, short name or full name (any case): by its folder
+        when the name gives it, else through the summaries."""
+        folder = self.character_dir(slugify(name))
+        if (folder / CHARACTER_FILE).is_file():
+            return self._read_character(folder)
+        wanted = " ".join(name.split()).lower()
+        summaries = self.character_summaries()
+        for summary in summaries:
+            if wanted in (summary.slug, summary.short_name.lower(), summary.name.lower()):
+                return self._read_character(self.character_dir(summary.slug))
+        raise UnknownCharacterError(name, [s.short_name for s in summaries])
 
     def avatar_path(self, character: Character) -> Path | None:
         path = self.character_dir(character) / AVATAR_FILE
@@ -167,7 +253,7 @@ class Workspace:
         """Write the character's folder atomically: all of it or nothing."""
         target = self.character_dir(character)
         if not replace:
-            for other in self.characters():
+            for other in self.character_summaries():
                 if other.slug == character.slug or other.name.lower() == character.name.lower():
                     raise CharacterExistsError(
                         f"character {other.name!r} already exists in {self.characters_dir} "
@@ -178,6 +264,8 @@ class Workspace:
         )
         with folder_written_whole(target) as staging:
             (staging / CHARACTER_FILE).write_text(text, encoding="utf-8")
+            (staging / SUMMARY_FILE).write_text(
+                CharacterSummary.of(character).model_dump_json(), encoding="utf-8")
             if avatar is not None:
                 (staging / AVATAR_FILE).write_bytes(avatar)
         return target
@@ -194,18 +282,20 @@ class Workspace:
         replace: bool = False,
     ) -> Character:
         """Read a character file (wiki profile, PersLLM files, Card V2 JSON/PNG)
-        and save it here. Nothing is written unless the whole file is valid."""
-        from charforge.character import load_character_file
+        and save it here. Nothing is written unless the whole file is valid; files over
+        `limits.max_import_mb` are refused before they are read."""
+        from charforge.importers import load_character_file
 
         character, avatar = load_character_file(
-            source, style=style, name=name, short_name=short_name, fmt=fmt
+            source, style=style, name=name, short_name=short_name, fmt=fmt,
+            max_bytes=self.config.limits.max_import_bytes,
         )
         self.save_character(character, avatar=avatar, replace=replace)
         return character
 
     def export_character(self, name: str, path: str | Path, *, fmt: str = "auto") -> Path:
         """Write a character as a Character Card V2 (`card-json` or `card-png`)."""
-        from charforge import cards
+        from charforge.importers import card
 
         character = self.load_character(name)
         path = Path(path)
@@ -219,13 +309,23 @@ class Workspace:
         if not path.parent.is_dir():
             raise CharforgeError(f"{path}: folder {path.parent} does not exist")
         if fmt == "card-json":
-            data = cards.card_json_bytes(character)
+            data = card.card_json_bytes(character)
         else:
             avatar = self.avatar_path(character)
-            data = cards.card_png_bytes(
+            data = card.card_png_bytes(
                 character, avatar.read_bytes() if avatar else None, avatar_label=str(avatar)
             )
         staging = path.with_name(f".{path.name}.partial")
         staging.write_bytes(data)
         staging.replace(path)
         return path
+
+
+def _first_problem(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+

@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from charforge.generate.base import DialogueStage, Records
-from charforge.store import Store, TaskRow
+from pydantic import Field
+
+from charforge.generate.base import DialogueStage, teacher_sampling
+from charforge.stages import PlannedTask, Records, StageOptions, register_stage
+from charforge.store import TaskRow
 
 
+class ExperienceOptions(StageOptions):
+    min_words: int = Field(default=600, ge=50, le=20_000,
+                           description="words asked for per scene")
+
+
+@register_stage
 class ExperienceStage(DialogueStage):
     name = "experiences"
-    template = "experience"
-    default_max_tokens = 2048
+    description = "scene -> dialogue with thoughts"
+    user_template = "experience"
+    Options = ExperienceOptions
+    sampling = teacher_sampling(2048)
     min_turns = 3
 
-    def __init__(self, *args: Any, store: Store, min_words: int = 600, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.store = store
-        self.min_words = min_words
+    def plan(self) -> Iterator[PlannedTask]:
+        min_words = self.options.min_words
+        for scene in self.context.reader.records(self.character.slug, "scene"):
+            yield PlannedTask(
+                {"context": scene.inputs["context"], "scene": scene.data, "min_words": min_words},
+                parents=((scene.task_id, scene.idx),),
+            )
 
-    def plan_inputs(self) -> Iterator[dict[str, Any]]:
-        for scene in self.store.records(self.character.slug, "scene"):
-            yield {
-                "context": scene.inputs["context"],
-                "scene": scene.data,
-                "scene_ref": f"{scene.task_id}:{scene.idx}",
-                "min_words": self.min_words,
-            }
-
-    def parse_answer(self, task: TaskRow, text: str, mode: str) -> Records:
-        dialogue = self.dialogue_from(task, text, mode)
+    def parse_answer(self, task: TaskRow, text: str) -> Records:
+        dialogue = self.dialogue_from(task, text)
         return [("experience", {"scene": task.inputs["scene"], "dialogue": dialogue})]

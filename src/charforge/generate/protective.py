@@ -8,27 +8,33 @@ takes one profile paragraph, in order, cycling when more are asked for.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from charforge.generate.base import DialogueStage, Records
+from pydantic import Field
+
+from charforge.generate.base import DialogueStage, teacher_sampling
+from charforge.stages import PlannedTask, Records, StageOptions, register_stage
 from charforge.store import TaskRow
 
 
+class ProtectiveOptions(StageOptions):
+    count: int = Field(default=50, ge=1, le=10_000, description="scenes to ask for")
+
+
+@register_stage
 class ProtectiveStage(DialogueStage):
     name = "protective"
-    template = "protective"
-    default_max_tokens = 1536
+    description = "the character shows ignorance of what it cannot know"
+    user_template = "protective"
+    Options = ProtectiveOptions
+    sampling = teacher_sampling(1536)
     min_turns = 2
 
-    def __init__(self, *args: Any, count: int = 50, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.count = count
-
-    def plan_inputs(self) -> Iterator[dict[str, Any]]:
+    def plan(self) -> Iterator[PlannedTask]:
         paragraphs = self.character.profile
-        for sample in range(self.count if paragraphs else 0):
+        for sample in range(self.options.count if paragraphs else 0):
             index = sample % len(paragraphs)
-            yield {"context": paragraphs[index], "paragraph": index, "sample": sample}
+            yield PlannedTask({"context": paragraphs[index], "paragraph": index,
+                               "sample": sample})
 
-    def parse_answer(self, task: TaskRow, text: str, mode: str) -> Records:
-        return [("protective", {"dialogue": self.dialogue_from(task, text, mode)})]
+    def parse_answer(self, task: TaskRow, text: str) -> Records:
+        return [("protective", {"dialogue": self.dialogue_from(task, text)})]

@@ -1,15 +1,20 @@
-"""The one contract every chat backend keeps: messages in, a `Completion` out.
+"""The one contract every chat backend keeps: messages and `Sampling` in, a `Completion` out.
 
 Stages (generation, judging, interviews) only ever see `ChatModel`, so a remote
-endpoint, the embedded model and a served character are used the same way.
+endpoint, the embedded model and a served character are used the same way. Each
+backend also states its `identity()`: what decides its answers (endpoint and model
+id, or weights and adapter), so that the store can tell work done by one model
+from work done by another under the same name.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error"]
@@ -31,6 +36,37 @@ class ChatMessage(BaseModel):
         return message
 
 
+class Sampling(BaseModel):
+    """How one answer is sampled. The same object travels from a stage's options
+    through the runner to every backend, and is part of a task's identity."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="0 = greedy")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_tokens: int = Field(default=512, ge=1, le=1_000_000, description="longest answer")
+    stop: tuple[str, ...] = Field(default=(), max_length=16, description="stop strings")
+    seed: int | None = Field(default=None, description="sampling seed, for repeatable answers")
+
+    def but(self, **changes: Any) -> Sampling:
+        """A validated copy with `changes` applied (None values are ignored)."""
+        given = {key: value for key, value in changes.items() if value is not None}
+        return self if not given else Sampling.parse({**self.model_dump(), **given})
+
+    @classmethod
+    def parse(cls, values: Sampling | Mapping[str, Any] | None) -> Sampling:
+        """`values` as Sampling; a bad value raises `ValueError` with one line."""
+        if isinstance(values, Sampling):
+            return values
+        try:
+            return cls.model_validate({k: v for k, v in dict(values or {}).items()
+                                       if v is not None})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "sampling"
+            raise ValueError(f"sampling {where}: {first['msg']}") from None
+
+
 class Usage(BaseModel):
     """Token counts of one completion (or, summed, of many)."""
 
@@ -48,6 +84,15 @@ class Usage(BaseModel):
         )
 
 
+class FailedTry(BaseModel):
+    """One try that brought no answer: why, how long it took, what it was billed."""
+
+    error: str
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 class Completion(BaseModel):
     """What one chat call returns, with what the store needs to record it."""
 
@@ -57,8 +102,8 @@ class Completion(BaseModel):
     model: str = ""
     latency_s: float = 0.0
     attempts: int = 1
-    retry_errors: list[str] = Field(
-        default_factory=list, description="one line per failed try before this answer"
+    failed_tries: list[FailedTry] = Field(
+        default_factory=list, description="the tries that failed before this answer"
     )
 
     @property
@@ -96,6 +141,12 @@ def as_messages(messages: MessagesLike) -> list[ChatMessage]:
     return out
 
 
+def fingerprint(identity: Mapping[str, Any]) -> str:
+    """A short stable hash of an identity (canonical JSON)."""
+    text = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
 @runtime_checkable
 class ChatModel(Protocol):
     """Anything that can answer a chat. Implementations must be safe to call
@@ -105,15 +156,16 @@ class ChatModel(Protocol):
     supports_json_schema: bool
     stats: ModelStats
 
+    def identity(self) -> dict[str, Any]:
+        """What decides this model's answers (never secrets), cheaply, without loading
+        weights: e.g. the endpoint and model id, or a weights and adapter identity."""
+        ...
+
     async def chat(
         self,
         messages: MessagesLike,
+        sampling: Sampling | None = None,
         *,
-        temperature: float = 0.7,
-        top_p: float = 1.0,
-        max_tokens: int = 512,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
         response_format: Mapping[str, Any] | None = None,
     ) -> Completion: ...
 
@@ -123,3 +175,29 @@ class ChatModel(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+class ChatModelBase:
+    """What every backend shares: `async with model:` closes it."""
+
+    async def aclose(self) -> None:
+        return None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def model_fingerprint(model: ChatModel) -> str:
+    """The fingerprint of a model's identity; a model without `identity()` (a backend
+    written before it existed) is known by its class and name only."""
+    identity = getattr(model, "identity", None)
+    if identity is None:
+        return fingerprint({"backend": type(model).__qualname__, "name": model.name})
+    return fingerprint(identity())

@@ -11,19 +11,30 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charforge.errors import ConfigError
-from charforge.llm.base import ChatMessage, Completion, MessagesLike, ModelStats, Usage, as_messages
+from charforge.llm.base import (
+    ChatMessage,
+    ChatModelBase,
+    Completion,
+    MessagesLike,
+    ModelStats,
+    Sampling,
+    Usage,
+    as_messages,
+)
 
 
 class LocalConfig(BaseModel):
     """Options of the `local` backend in charforge.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
 
     path: str | None = Field(
         default=None,
@@ -39,6 +50,19 @@ class LocalConfig(BaseModel):
     repetition_penalty: float = Field(
         default=1.0, ge=1.0, le=2.0, description="> 1 discourages repeating tokens (1 = off)"
     )
+    adapter: str | None = Field(
+        default=None, description="a PEFT (LoRA) adapter folder applied on top of the model"
+    )
+
+
+def _validated(name: str, options: Mapping[str, Any]) -> LocalConfig:
+    settings = {k: v for k, v in dict(options or {}).items() if k != "backend"}
+    try:
+        return LocalConfig.model_validate(settings)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "options"
+        raise ConfigError(f"model {name!r}: {field}: {err['msg']}") from None
 
 
 def _pick_device(requested: str) -> str:
@@ -77,7 +101,45 @@ def _resolve_source(config: LocalConfig) -> tuple[str, dict[str, Any]]:
     return config.path, {"local_files_only": True}
 
 
-class LocalChatModel:
+def _weights_identity(config: LocalConfig) -> dict[str, Any]:
+    """The identity of the weights `config` names, read from the files (never loaded)."""
+    from charforge.llm.weights import path_identity
+
+    if not config.path:
+        from charforge.llm.embedded import smollm2_gguf
+
+        return {"embedded": path_identity(smollm2_gguf())}
+    path = Path(config.path).expanduser()
+    if path.exists():
+        identity = path_identity(path)
+        return {**identity, "gguf_file": config.gguf_file} if config.gguf_file else identity
+    # A hub id: the snapshot already in the local cache (never a download).
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(config.path, local_files_only=True)
+    except Exception:  # not cached: loading will say so in one line
+        return {"hub_id": config.path, "snapshot": None}
+    return {"hub_id": config.path, **path_identity(folder)}
+
+
+def local_identity(config: LocalConfig) -> dict[str, Any]:
+    """Weights, adapter content and the settings that change the answers."""
+    from charforge.llm.weights import path_identity
+
+    identity: dict[str, Any] = {"backend": "local", "weights": _weights_identity(config),
+                                "dtype": config.dtype}
+    if config.repetition_penalty != 1.0:
+        identity["repetition_penalty"] = config.repetition_penalty
+    if config.adapter:
+        adapter = Path(config.adapter).expanduser()
+        if not adapter.is_dir():
+            raise ConfigError(f"adapter {config.adapter}: not a folder")
+        identity["adapter"] = path_identity(adapter)
+    return identity
+
+
+class LocalChatModel(ChatModelBase):
     supports_json_schema = False
 
     def __init__(self, config: LocalConfig | None = None, *, name: str = "local") -> None:
@@ -89,16 +151,20 @@ class LocalChatModel:
         self._device = "cpu"
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()
+        self._identity: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any]) -> LocalChatModel:
-        try:
-            config = LocalConfig.model_validate(dict(options))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "options"
-            raise ConfigError(f"model {name!r}: {field}: {err['msg']}") from None
-        return cls(config, name=name)
+        return cls(_validated(name, options), name=name)
+
+    @classmethod
+    def identity_from_config(cls, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        return local_identity(_validated(name, options))
+
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            self._identity = local_identity(self.config)
+        return self._identity
 
     # -- loading -----------------------------------------------------------------
     def load(self) -> None:
@@ -126,8 +192,22 @@ class LocalChatModel:
                 ) from None
             if tokenizer.chat_template is None:
                 raise ConfigError(f"model {self.name!r}: {source} has no chat template")
+            if self.config.adapter:
+                model = self._with_adapter(model)
             model.to(self._device).eval()
             self._tokenizer, self._model = tokenizer, model
+
+    def _with_adapter(self, model: Any) -> Any:
+        from peft import PeftModel
+
+        adapter = str(Path(self.config.adapter or "").expanduser())
+        try:
+            return PeftModel.from_pretrained(model, adapter)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"model {self.name!r}: cannot load adapter {adapter!r}: {first}"
+            ) from None
 
     @property
     def tokenizer(self) -> Any:
@@ -143,12 +223,8 @@ class LocalChatModel:
     async def chat(
         self,
         messages: MessagesLike,
+        sampling: Sampling | None = None,
         *,
-        temperature: float = 0.7,
-        top_p: float = 1.0,
-        max_tokens: int = 512,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
         response_format: Mapping[str, Any] | None = None,
     ) -> Completion:
         if response_format is not None and response_format.get("type") != "text":
@@ -157,10 +233,9 @@ class LocalChatModel:
                 "response_format; use the plain-text output mode"
             )
         chat = as_messages(messages)
+        sampling = sampling or Sampling()
         started = time.perf_counter()
-        text, finish, usage = await asyncio.to_thread(
-            self._generate, chat, temperature, top_p, max_tokens, list(stop or []), seed
-        )
+        text, finish, usage = await asyncio.to_thread(self._generate, chat, sampling)
         completion = Completion(
             text=text,
             finish_reason=finish,
@@ -175,9 +250,6 @@ class LocalChatModel:
         await asyncio.to_thread(self.load)
         params = sum(p.numel() for p in self._model.parameters())
         return f"loaded: {params / 1e6:.0f}M parameters on {self._device}"
-
-    async def aclose(self) -> None:
-        return None
 
     # -- generation (worker thread) -------------------------------------------------
     def _prompt_ids(self, chat: list[ChatMessage]) -> Any:
@@ -194,19 +266,13 @@ class LocalChatModel:
         )
         return encoded["input_ids"].to(self._device)
 
-    def _generate(
-        self,
-        chat: list[ChatMessage],
-        temperature: float,
-        top_p: float,
-        max_tokens: int,
-        stop: list[str],
-        seed: int | None,
-    ) -> tuple[str, str, Usage]:
+    def _generate(self, chat: list[ChatMessage], sampling: Sampling) -> tuple[str, str, Usage]:
         import torch
         from transformers import GenerationConfig
 
         tokenizer, model = self.tokenizer, self.model
+        temperature, top_p, max_tokens = sampling.temperature, sampling.top_p, sampling.max_tokens
+        stop, seed = list(sampling.stop), sampling.seed
         input_ids = self._prompt_ids(chat)
         eos = model.generation_config.eos_token_id
         if eos is None:

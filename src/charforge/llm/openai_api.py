@@ -17,15 +17,32 @@ import math
 import random
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from charforge.errors import ChatModelError, ConfigError
-from charforge.llm.base import Completion, MessagesLike, ModelStats, Usage, as_messages
+from charforge.llm.base import (
+    ChatModelBase,
+    Completion,
+    FailedTry,
+    MessagesLike,
+    ModelStats,
+    Sampling,
+    Usage,
+    as_messages,
+)
 from charforge.llm.secrets import read_keys, redact_from_logs
 
 logger = logging.getLogger("charforge.llm")
@@ -35,15 +52,27 @@ _MAX_DETAIL_CHARS = 300
 _CONNECTIONS_PER_POOL = 16
 
 
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
 class OpenAIConfig(BaseModel):
     """Options of an `openai` backend model in charforge.yaml."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, description="the model id the endpoint knows")
-    base_url: str = Field(
-        default="https://api.openai.com/v1", min_length=1,
-        description="the endpoint's base URL, usually ending in /v1",
+    base_url: str | None = Field(
+        default=None,
+        description="the endpoint's base URL, usually ending in /v1; required unless "
+        "provider: openai says the endpoint is OpenAI's own",
+    )
+    provider: Literal["openai"] | None = Field(
+        default=None, description="openai: OpenAI's own API (base_url may then be left out)"
+    )
+    revision: str | None = Field(
+        default=None,
+        description="pins what the endpoint serves (e.g. a dated snapshot or a deployment "
+        "id); part of the model's identity, so changing it redoes the work",
     )
     api_key_env: str | list[str] | None = Field(
         default="OPENAI_API_KEY",
@@ -71,6 +100,53 @@ class OpenAIConfig(BaseModel):
         if names is not None and (not names or not all(n.strip() for n in names)):
             raise ValueError("give one or more environment variable names, or null")
         return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _a_real_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return normalise_base_url(value)
+
+    @model_validator(mode="after")
+    def _endpoint_is_explicit(self) -> OpenAIConfig:
+        # Never fall back to OpenAI silently: the key would go to a server nobody named.
+        if self.base_url is None:
+            if self.provider != "openai":
+                raise ValueError(
+                    "base_url is required (or provider: openai for OpenAI's own API)"
+                )
+            self.base_url = OPENAI_BASE_URL
+        return self
+
+    @property
+    def url(self) -> str:
+        """The endpoint's base URL (always set once validated)."""
+        return self.base_url or OPENAI_BASE_URL
+
+
+def normalise_base_url(value: str) -> str:
+    """`value` as a canonical http(s) URL: lower-case scheme and host, default port
+    dropped, no trailing slash. A malformed URL raises ValueError."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL such as http://127.0.0.1:8000/v1")
+    if any(c.isspace() for c in text) or parts.query or parts.fragment:
+        raise ValueError(f"{value!r} is not a plain base URL (no spaces, query or fragment)")
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}[scheme]
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    if parts.username or parts.password:
+        raise ValueError(f"{value!r}: put credentials in api_key_env, not in the URL")
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 # -- reading responses and errors ----------------------------------------------
@@ -171,19 +247,30 @@ def _parse_completion(text: str, fallback_model: str) -> Completion:
 def _config_problem(model_name: str, error: ValidationError) -> str:
     problems = error.errors()
     first = problems[0]
-    option = str(first["loc"][0]) if first["loc"] else "options"
+    option = str(first["loc"][0]) if first["loc"] else None
+    message = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         text = f"model {model_name!r}: unknown option {option!r}"
     elif first["type"] == "missing":
         text = f"model {model_name!r}: option {option!r} is required"
+    elif option is None:
+        text = f"model {model_name!r}: {message}"
     else:
-        text = f"model {model_name!r}: option {option!r}: {first['msg']}"
+        text = f"model {model_name!r}: option {option!r}: {message}"
     more = len(problems) - 1
     return _one_line(text + (f" (and {more} more problem(s))" if more else ""))
 
 
+def _validated(name: str, options: Mapping[str, Any]) -> OpenAIConfig:
+    settings = {k: v for k, v in dict(options or {}).items() if k != "backend"}
+    try:
+        return OpenAIConfig.model_validate(settings)
+    except ValidationError as exc:
+        raise ConfigError(_config_problem(name, exc)) from None
+
+
 # -- the model -------------------------------------------------------------------
-class OpenAIChatModel:
+class OpenAIChatModel(ChatModelBase):
     """A `ChatModel` backed by an OpenAI-compatible HTTP endpoint."""
 
     def __init__(self, config: OpenAIConfig, *, name: str | None = None) -> None:
@@ -205,17 +292,22 @@ class OpenAIChatModel:
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any]) -> OpenAIChatModel:
         """Build from a charforge.yaml model entry (a `backend` key is ignored)."""
-        settings = {k: v for k, v in dict(options or {}).items() if k != "backend"}
-        try:
-            config = OpenAIConfig.model_validate(settings)
-        except ValidationError as exc:
-            raise ConfigError(_config_problem(name, exc)) from None
-        return cls(config, name=name)
+        return cls(_validated(name, options), name=name)
+
+    @classmethod
+    def identity_from_config(cls, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The identity a model built from these options has (no key needed)."""
+        return _identity(_validated(name, options))
+
+    def identity(self) -> dict[str, Any]:
+        """The endpoint (normalised), the model id, the pinned revision and any extra
+        request fields: what decides the answers. Never the key."""
+        return _identity(self.config)
 
     def __repr__(self) -> str:
         return (
             f"OpenAIChatModel(name={self.name!r}, model={self.config.model!r}, "
-            f"base_url={self.config.base_url!r})"
+            f"base_url={self.config.url!r})"
         )
 
     # -- clients, bound to the running event loop --------------------------------
@@ -240,39 +332,36 @@ class OpenAIChatModel:
         if client is None:
             client = openai.AsyncOpenAI(
                 api_key=self._keys.key(key_index),
-                base_url=self.config.base_url,
+                base_url=self.config.url,
                 timeout=self.config.timeout_s,
                 max_retries=0,
             )
             self._clients[index] = client
         return client
 
-    def _error(self, text: str, errors: list[str] | None = None) -> ChatModelError:
+    def _error(self, text: str, tries: list[FailedTry] | None = None) -> ChatModelError:
         message = _one_line(self._keys.redact(f"model {self.name!r}: {text}"), 600)
-        return ChatModelError(message, errors=errors)
+        return ChatModelError(message, tries=tries)
 
     # -- chat ----------------------------------------------------------------------
     async def chat(
         self,
         messages: MessagesLike,
+        sampling: Sampling | None = None,
         *,
-        temperature: float = 0.7,
-        top_p: float = 1.0,
-        max_tokens: int = 512,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
         response_format: Mapping[str, Any] | None = None,
     ) -> Completion:
+        sampling = sampling or Sampling()
         request: dict[str, Any] = {
             "model": self.config.model,
             "messages": [m.to_openai() for m in as_messages(messages)],
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_tokens": max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
         }
         optional = {
-            "stop": list(stop) if stop else None,
-            "seed": seed,
+            "stop": list(sampling.stop) or None,
+            "seed": sampling.seed,
             "response_format": None if response_format is None else dict(response_format),
         }
         request.update({key: value for key, value in optional.items() if value is not None})
@@ -281,33 +370,34 @@ class OpenAIChatModel:
         completion, attempts = await self._send_with_retries(request)
         completion.latency_s = time.monotonic() - started
         completion.attempts = attempts
-        if completion.truncated:
-            logger.warning(
-                "model %r: answer truncated at max_tokens=%d (finish_reason=length)",
-                self.name, max_tokens,
-            )
+        if completion.truncated:  # counted and reported by the caller, never printed here
+            logger.debug("model %r: answer truncated at max_tokens=%d", self.name,
+                         sampling.max_tokens)
         self.stats.record(completion)
         return completion
 
     async def _send_with_retries(self, request: dict[str, Any]) -> tuple[Completion, int]:
         semaphore = self._bind_loop()
         tries = self.config.max_retries + 1
-        errors: list[str] = []
+        failed: list[FailedTry] = []
         for attempt in range(tries):
+            started = time.monotonic()
             try:
                 async with semaphore:
+                    started = time.monotonic()  # the wait for a free slot is not latency
                     completion = await self._send_once(request)
-                completion.retry_errors = errors
+                completion.failed_tries = failed
                 return completion, attempt + 1
             except _AttemptFailed as failure:
-                errors.append(failure.detail)
+                failed.append(FailedTry(error=failure.detail,
+                                        latency_s=time.monotonic() - started))
                 if not failure.retryable:
                     self._record_failure(attempt + 1)
-                    raise self._error(failure.detail, errors) from None
+                    raise self._error(failure.detail, failed) from None
                 if attempt + 1 == tries:
                     self._record_failure(tries)
                     raise self._error(
-                        f"gave up after {tries} attempt(s); last error: {failure.detail}", errors
+                        f"gave up after {tries} attempt(s); last error: {failure.detail}", failed
                     ) from None
                 delay = self._backoff_s(attempt, failure.retry_after_s)
                 logger.info(
@@ -359,7 +449,7 @@ class OpenAIChatModel:
     async def check(self) -> str:
         """List the endpoint's models (`GET /models`), once, without retries."""
         self._bind_loop()
-        url = self.config.base_url
+        url = self.config.url
         try:
             page = await self._next_client().models.list()
         except openai.APIStatusError as exc:
@@ -386,3 +476,13 @@ class OpenAIChatModel:
             return  # clients of a finished event loop cannot be closed from this one
         for client in clients:
             await client.close()
+
+
+def _identity(config: OpenAIConfig) -> dict[str, Any]:
+    identity: dict[str, Any] = {"backend": "openai", "base_url": config.url,
+                                "model": config.model}
+    if config.revision:
+        identity["revision"] = config.revision
+    if config.extra_body:
+        identity["extra_body"] = config.extra_body
+    return identity

@@ -25,10 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from charforge.character import (
-    Character,
-    Passage,
-    Stage,
+from charforge.character import Character, Passage, Stage
+from charforge.errors import CharacterFormatError
+from charforge.importers.common import (
     build_character,
     decode_utf8,
     default_short_name,
@@ -36,7 +35,6 @@ from charforge.character import (
     split_paragraphs,
     validation_problem,
 )
-from charforge.errors import CharacterFormatError
 
 SPEC_V2 = "chara_card_v2"
 SPEC_V3 = "chara_card_v3"
@@ -46,6 +44,7 @@ EXTENSION_KEY = "charforge"
 AVATAR_SIZE = 256
 _START = re.compile(r"<START>", re.IGNORECASE)
 _NOT_A_CARD = "not a Character Card (no data.name)"
+MAX_NESTING = 64  # real cards nest a handful of levels; deeper is an attack or a mistake
 
 
 class _CharforgeExtension(BaseModel):
@@ -317,12 +316,30 @@ def card_json_bytes(character: Character) -> bytes:
 
 def _parse_card_json(text: str, source: object, what: str) -> Any:
     try:
-        return json.loads(text)
+        card = json.loads(text)
     except json.JSONDecodeError as error:
         where = f"line {error.lineno}, column {error.colno}"
         raise CharacterFormatError(source, f"{what}: {error.msg} ({where})") from None
     except RecursionError:
-        raise CharacterFormatError(source, f"{what}: nested too deeply") from None
+        card = None
+    else:
+        if _depth_within(card, MAX_NESTING):
+            return card
+    raise CharacterFormatError(source, f"{what}: nested more than {MAX_NESTING} levels deep")
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Whether `value` nests at most `limit` lists and objects (checked without
+    recursion, so any depth is safe to check)."""
+    todo = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            todo.extend((child, depth + 1) for child in children)
+    return True
 
 
 # -- PNG files -----------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""What every importer shares: reading files (with a size limit), paragraphs, names,
+stage tokens, and turning a validation failure into one line that names the file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from charforge.character import Character
+from charforge.errors import CharacterFormatError
+
+DEFAULT_MAX_IMPORT_BYTES = 10 * 1024 * 1024
+_NAME_SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv"}
+_ROMAN = ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"),
+          (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I"))
+
+
+def check_size(path: Path, limit: int | None) -> None:
+    """Refuse a file (or a folder's files together) larger than `limit` bytes, before
+    anything is read."""
+    if limit is None:
+        return
+    try:
+        size = (sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+                if path.is_dir() else path.stat().st_size)
+    except OSError:
+        return  # the reader reports a missing or unreadable file in its own words
+    if size > limit:
+        raise CharacterFormatError(
+            path, f"is {size / 1_048_576:.1f} MB, over the import limit of "
+            f"{limit / 1_048_576:g} MB (raise limits.max_import_mb in charforge.yaml "
+            "if this is really a profile)")
+
+
+def default_short_name(full_name: str) -> str:
+    """The last word of a full name, passing over suffixes such as 'Jr.'."""
+    words = full_name.split()
+    while len(words) > 1 and words[-1].lower().rstrip(",") in _NAME_SUFFIXES:
+        words.pop()
+    return words[-1].rstrip(",") if words else full_name
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """Blank-line-separated paragraphs, stripped, empty ones dropped."""
+    paragraphs = (part.strip() for part in re.split(r"\n\s*\n", text.replace("\r\n", "\n")))
+    return [paragraph for paragraph in paragraphs if paragraph]
+
+
+def stage_token(position: int) -> str:
+    """PersLLM's token for the stage at `position` (1-based): '<TIME-I>', '<TIME-II>', ..."""
+    numeral, rest = "", position
+    for value, letters in _ROMAN:
+        count, rest = divmod(rest, value)
+        numeral += letters * count
+    return f"<TIME-{numeral}>"
+
+
+def read_file_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CharacterFormatError(path, "file not found") from None
+    except IsADirectoryError:
+        raise CharacterFormatError(path, "is a folder, expected a file") from None
+    except OSError as error:
+        raise CharacterFormatError(path, f"cannot read file ({error.strerror or error})") from None
+
+
+def decode_utf8(raw: bytes, path: object) -> str:
+    """Text from UTF-8 bytes, a byte order mark dropped."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise CharacterFormatError(
+            path, f"not UTF-8 text (invalid byte at offset {error.start})"
+        ) from None
+
+
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file with '\\n' line endings (CRLF and CR converted)."""
+    text = decode_utf8(read_file_bytes(path), path)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def validation_problem(error: ValidationError) -> str:
+    """A pydantic error as one line: 'field: message; field: message'."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+    return " ".join("; ".join(parts).split())
+
+
+def build_character(source: object, **fields: Any) -> Character:
+    """A Character, with a validation failure reported as a CharacterFormatError."""
+    try:
+        return Character(**fields)
+    except ValidationError as error:
+        raise CharacterFormatError(
+            source, f"invalid character ({validation_problem(error)})"
+        ) from None
+
+
+def given_text(value: str | None) -> str | None:
+    """`value` stripped, or None where it is missing or blank."""
+    return (value.strip() or None) if value is not None else None
