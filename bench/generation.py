@@ -1,6 +1,6 @@
 """Throughput and memory of the generation runner against a local OpenAI-compatible server.
 
-    .venv/bin/python bench/generation.py [--quick] [--skip-memory] [--levels 1,16,64,256]
+    .venv/bin/python bench/generation.py [--quick] [--smoke] [--skip-memory] [--levels 1,16,64,256]
 
 1. tasks/s through `Runner` (store + OpenAIChatModel) against a server answering after a
    fixed 100 ms, at each concurrency, beside the latency bound (concurrency / 0.1 s);
@@ -25,24 +25,25 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import openai
 
-from charforge.llm.base import ChatMessage, Completion
+from charforge.character import Character
+from charforge.llm.base import ChatMessage, Sampling
 from charforge.llm.openai_api import OpenAIChatModel, OpenAIConfig
-from charforge.runner import Runner, RunSummary
-from charforge.store import Store, TaskRow, TaskSpec
+from charforge.runner import Runner, RunSummary, task_config, task_specs
+from charforge.stages import PlannedTask, Records, TaskStage, build_stage
+from charforge.store import Store, TaskRow
 
 LATENCY_S = 0.1
 ANSWER = "A short, fixed answer from the bench server."
 TASKS_AT = {1: 50, 16: 800, 64: 3000, 256: 6000}  # about 5-15 s per level at 100 ms
 BASELINE_THREADS = 16
 BASELINE_TASKS = 1600
-PARAMS = {"temperature": 0.0, "max_tokens": 16}
+SMOKE_TASKS = 40  # --smoke: every path of the bench, a few seconds in all
 
 
 # -- the server, in a child process ------------------------------------------------
@@ -72,13 +73,16 @@ class ServerProcess:
 
     def overhead_ms(self, latency_s: float) -> float:
         """Median round trip of 10 sequential requests, less the server's latency."""
-        body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
+        body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}]})
         times = []
-        with httpx.Client() as client:
-            for _ in range(11):
-                t0 = time.perf_counter()
-                client.post(self.url + "/chat/completions", json=body).raise_for_status()
-                times.append(time.perf_counter() - t0)
+        for _ in range(11):  # the standard library's client: nothing to install, no pool
+            request = urllib.request.Request(
+                self.url + "/chat/completions", data=body.encode(), method="POST",
+                headers={"content-type": "application/json"})
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+            times.append(time.perf_counter() - t0)
         return 1000 * (sorted(times[1:])[5] - latency_s)
 
     def cpu_s(self) -> float:
@@ -98,31 +102,38 @@ class ServerProcess:
 
 
 # -- our runner -------------------------------------------------------------------------
-class BenchStage:
+class BenchStage(TaskStage):
+    """A stage like any other (the stage contract, the store, the runner): one short
+    question per item, the answer kept as a record."""
+
     name = "bench"
+    system_template = None
+    user_template = "scenes"  # fingerprinted like any stage's; the prompt itself is ours
+    repair_template = None
+    sampling = Sampling(temperature=0.0, max_tokens=16)
+
+    def plan(self) -> Iterator[PlannedTask]:
+        for n in range(self.count):
+            yield PlannedTask({"n": n})
 
     def messages(self, task: TaskRow) -> list[ChatMessage]:
         return [ChatMessage(role="user", content=f"Say one line about item {task.inputs['n']}.")]
 
-    def parse(self, task: TaskRow, completion: Completion) -> list[tuple[str, dict[str, Any]]]:
-        return [("item", {"text": completion.text})]
-
-    def repair_messages(self, task: TaskRow, answer: str, problem: Any) -> None:
-        return None
+    def parse_answer(self, task: TaskRow, text: str) -> Records:
+        return [("item", {"text": text})]
 
 
-def specs(count: int) -> Iterator[TaskSpec]:
-    for n in range(count):
-        yield TaskSpec(character="bench", stage="bench", template="bench", template_version=1,
-                       model="bench", params=PARAMS, inputs={"n": n})
+def bench_stage(store: Store, count: int) -> BenchStage:
+    stage = build_stage(BenchStage, Character(name="Bench", short_name="bench"), store)
+    assert isinstance(stage, BenchStage)
+    stage.count = count
+    return stage
 
 
 async def run_and_close(runner: Runner, model: OpenAIChatModel) -> RunSummary:
     """As `charforge generate` does: run, then close the model's clients in the same loop."""
-    try:
+    async with model:
         return await runner.run_async()
-    finally:
-        await model.aclose()
 
 
 def busy_cores(seconds: float = 1.0) -> float:
@@ -143,21 +154,24 @@ def run_tasks(db: Path, url: str, concurrency: int, count: int) -> dict[str, flo
     seconds are those of the run alone."""
     t0 = time.perf_counter()
     store = Store(db)
-    added = store.add_tasks(specs(count))
-    add_s = time.perf_counter() - t0
     model = OpenAIChatModel(OpenAIConfig(
         model="bench", base_url=url, api_key_env=None, max_concurrency=concurrency,
         max_retries=2, timeout_s=30,  # as in real use, a transient error is retried (counted)
     ))
-    runner = Runner(store, BenchStage(), model, character="bench", concurrency=concurrency,
-                    show_progress=False)
+    stage = bench_stage(store, count)
+    config = task_config(stage, {"teacher": model})
+    added = store.plan(task_specs(stage, config)).added
+    add_s = time.perf_counter() - t0
+    runner = Runner(store, stage, {"teacher": model}, config=config.fingerprint,
+                    concurrency=concurrency, show_progress=False)
     cpu0, t0 = time.process_time(), time.perf_counter()
     summary = asyncio.run(run_and_close(runner, model))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     done = store.count("bench", "bench", "done")
     store.close()
     with sqlite3.connect(db) as conn:
-        retried = conn.execute("SELECT COUNT(*) FROM attempts WHERE ok = 0").fetchone()[0]
+        retried = conn.execute("SELECT COUNT(*) FROM attempts WHERE state = 'failed'"
+                               ).fetchone()[0]
         errors = conn.execute("SELECT error, COUNT(*) FROM tasks WHERE status = 'failed' "
                               "GROUP BY error").fetchall()
     if added != count or done != count or summary.failed:
@@ -219,7 +233,7 @@ def memory_child(count: int, url: str, folder: Path) -> None:
 
 
 # -- main ---------------------------------------------------------------------------------
-def throughput(levels: list[int], folder: Path, cores: int) -> None:
+def throughput(levels: list[int], folder: Path, cores: int, smoke: bool = False) -> None:
     server = ServerProcess(LATENCY_S)
     results: dict[str, tuple[int, dict[str, float]]] = {}
     try:
@@ -230,11 +244,12 @@ def throughput(levels: list[int], folder: Path, cores: int) -> None:
                   "on the scripted server's socket (Nagle + delayed ACK cost ~40 ms)")
         for c in levels:
             cpu0 = server.cpu_s()
-            count = TASKS_AT.get(c, max(50, c * 40))
+            count = min(SMOKE_TASKS, 8 * c) if smoke else TASKS_AT.get(c, max(50, c * 40))
             results[f"runner c={c}"] = c, run_tasks(folder / f"c{c}.db", server.url, c, count)
             results[f"runner c={c}"][1]["server_cpu"] = server.cpu_s() - cpu0
         cpu0 = server.cpu_s()
-        base = run_baseline(server.url, BASELINE_TASKS, folder / "baseline.jsonl")
+        base = run_baseline(server.url, SMOKE_TASKS if smoke else BASELINE_TASKS,
+                            folder / "baseline.jsonl")
         base["server_cpu"] = server.cpu_s() - cpu0
         results[f"baseline {BASELINE_THREADS} threads"] = BASELINE_THREADS, base
     finally:
@@ -306,6 +321,8 @@ def verdict(ok: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="memory: 10k vs 30k tasks")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every path with a few tasks (seconds): a check, not figures")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory runs")
     parser.add_argument("--levels", default="1,16,64,256", help="concurrency levels")
     parser.add_argument("--serve", type=float, help=argparse.SUPPRESS)
@@ -325,10 +342,12 @@ def main() -> None:
     if (busy := busy_cores()) > 0.25:
         print(f"WARNING: other processes keep {busy:.1f} core(s) busy: the figures below are low")
     with tempfile.TemporaryDirectory(prefix="charforge-bench-") as tmp:
-        levels = [int(x) for x in args.levels.split(",") if x.strip()]
-        throughput(levels, Path(tmp), cores or 1)
+        levels = [1, 16] if args.smoke else [int(x) for x in args.levels.split(",") if x.strip()]
+        throughput(levels, Path(tmp), cores or 1, smoke=args.smoke)
         if not args.skip_memory:
-            memory([10_000, 30_000] if args.quick else [10_000, 100_000], Path(tmp))
+            counts = ([200, 400] if args.smoke else [10_000, 30_000] if args.quick
+                      else [10_000, 100_000])
+            memory(counts, Path(tmp))
 
 
 if __name__ == "__main__":
