@@ -74,3 +74,21 @@ def build_tiny_chat_model(folder: Path, *, seed: int = 0) -> Path:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(folder)
     return folder
+
+
+def build_tiny_adapter(model_dir: Path, folder: Path, *, seed: int = 0) -> Path:
+    """A LoRA adapter for the tiny model, with random (not zero) weights from `seed`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM.from_pretrained(model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4,
+                                                  target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, weight in peft_model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0, 0.02)
+    peft_model.save_pretrained(folder)
+    return folder

@@ -42,9 +42,8 @@ class Templates:
         self._env = SandboxedEnvironment(
             loader=FileSystemLoader([str(f) for f in self.folders]),
             undefined=StrictUndefined, keep_trailing_newline=False, trim_blocks=True,
-            lstrip_blocks=True, auto_reload=False,
+            lstrip_blocks=True, auto_reload=True,  # an edited file is read again
         )
-        self._fingerprints: dict[tuple[str, ...], str] = {}
 
     def __repr__(self) -> str:
         return f"Templates({', '.join(str(f) for f in self.folders)})"
@@ -90,14 +89,12 @@ class Templates:
         return sorted(seen)
 
     def fingerprint(self, names: Iterable[str]) -> str:
-        """A hash of the source of `names` and everything they use."""
-        key = tuple(sorted(_file_name(n) for n in names))
-        if key not in self._fingerprints:
-            digest = hashlib.sha256()
-            for name in self.closure(key):
-                digest.update(f"{name}\0{self.source(name)}\0".encode())
-            self._fingerprints[key] = digest.hexdigest()[:24]
-        return self._fingerprints[key]
+        """A hash of the source of `names` and everything they use, as the files are now
+        (read again at each call: a prompt edited in a long-lived process counts too)."""
+        digest = hashlib.sha256()
+        for name in self.closure(names):
+            digest.update(f"{name}\0{self.source(name)}\0".encode())
+        return digest.hexdigest()[:24]
 
 
 @cache
