@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,3 +50,55 @@ def teacher_workspace(root: Path, base_url: str, *, json_schema: bool = False):
     }
     ws.config_path.write_text(yaml.safe_dump(config))
     return Workspace(ws.root)
+
+
+# -- the CLI as a user runs it: a real process, real files ---------------------------
+CLI = [sys.executable, "-m", "charforge.cli"]
+
+
+def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None):
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env.pop("CHARFORGE_WORKSPACE", None)
+    return subprocess.run(
+        [*CLI, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@contextmanager
+def read_only(path: Path):
+    """`path` made unwritable: by its mode, or (for root, whom modes do not stop) by the
+    immutable attribute."""
+    path.chmod(0o444)
+    immutable = False
+    if _can_write(path):
+        immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    try:
+        if _can_write(path):
+            pytest.skip("cannot make a file read-only here (root without chattr)")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o644)
+
+
+def _can_write(path: Path) -> bool:
+    try:
+        with path.open("ab"):
+            return True
+    except OSError:
+        return False

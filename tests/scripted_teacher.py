@@ -73,6 +73,12 @@ def scenes_json(prompt: str) -> str:
     ]})
 
 
+def main_character(prompt: str) -> str:
+    """The character a dialogue prompt is about."""
+    found = re.search(r"scene from (.+?)'s life|talks with (.+?) and tries", prompt)
+    return next((g for g in found.groups() if g), "Beethoven") if found else "Beethoven"
+
+
 def answer(request: dict[str, Any]) -> str:
     """The responder: reads the prompt, answers in the format it asks for."""
     prompt = _user_text(request)
@@ -81,4 +87,5 @@ def answer(request: dict[str, Any]) -> str:
         prompt = request["messages"][1]["content"]
     if "Imagine" in prompt:
         return scenes_json(prompt) if as_json else scenes_text(prompt)
-    return dialogue_json(prompt) if as_json else dialogue_text(prompt)
+    main = main_character(prompt)
+    return dialogue_json(prompt, main) if as_json else dialogue_text(prompt, main)

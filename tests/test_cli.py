@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,30 +13,9 @@ import yaml
 from charforge.character import Character, Passage, Stage
 from charforge.demo import demo_file
 
-CLI = [sys.executable, "-m", "charforge.cli"]
+from conftest import CLI, assert_one_line_error, files_under, run
+
 BEETHOVEN = demo_file("wiki_Beethoven.txt")
-
-
-def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None):
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    full_env.pop("CHARFORGE_WORKSPACE", None)
-    return subprocess.run(
-        [*CLI, *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300
-    )
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
-def files_under(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 @pytest.fixture

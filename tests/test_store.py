@@ -7,7 +7,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,8 @@ from charforge.store import (
     TryStarted,
     TurnAnswered,
 )
+
+from conftest import read_only
 
 DATA = Path(__file__).parent / "data"
 
@@ -302,32 +303,6 @@ def test_a_read_only_store_is_one_line(tmp_path):
         with pytest.raises(StoreError, match="is read-only") as info:
             store.plan([spec(0)])  # ...writing is one line that says why
         assert "\n" not in str(info.value)
-
-
-@contextmanager
-def read_only(path: Path):
-    """`path` made unwritable: by its mode, or (for root, whom modes do not stop) by the
-    immutable attribute."""
-    path.chmod(0o444)
-    immutable = False
-    if _can_write(path):
-        immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
-    try:
-        if _can_write(path):
-            pytest.skip("cannot make a file read-only here (root without chattr)")
-        yield
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-        path.chmod(0o644)
-
-
-def _can_write(path: Path) -> bool:
-    try:
-        with path.open("ab"):
-            return True
-    except OSError:
-        return False
 
 
 def test_store_text_is_canonical_json(tmp_path):

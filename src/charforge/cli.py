@@ -110,16 +110,14 @@ def character_import(
 @character_app.command("list")
 def character_list(workspace: WorkspaceOption = None) -> None:
     """List the workspace's characters."""
-    characters = _workspace(workspace).characters()
+    characters = _workspace(workspace).character_summaries()
     if not characters:
         out.print("no characters yet; run: charforge character import FILE")
         return
     table = Table("id", "name", "profile", "knowledge", "style", "stages", "source")
     for c in characters:
-        table.add_row(
-            c.slug, c.name, f"{len(c.profile)} ¶", str(len(c.knowledge)), str(len(c.style)),
-            ", ".join(s.label for s in c.stages) or "-", str(c.metadata.get("source_format", "-")),
-        )
+        table.add_row(c.slug, escape(c.name), f"{c.profile} ¶", str(c.knowledge), str(c.style),
+                      ", ".join(c.stages) or "-", c.source_format)
     out.print(table)
 
 

@@ -30,9 +30,18 @@ def check_size(path: Path, limit: int | None) -> None:
         return  # the reader reports a missing or unreadable file in its own words
     if size > limit:
         raise CharacterFormatError(
-            path, f"is {size / 1_048_576:.1f} MB, over the import limit of "
-            f"{limit / 1_048_576:g} MB (raise limits.max_import_mb in charforge.yaml "
-            "if this is really a profile)")
+            path, f"is {_human(size)}, over the import limit of {_human(limit)} (raise "
+            "limits.max_import_mb in charforge.yaml if this is really a profile)")
+
+
+def _human(size: float) -> str:
+    """2048 -> '2.0 KB'; sizes in bytes, KB, MB or GB."""
+    unit = "bytes"
+    for larger in ("KB", "MB", "GB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, larger
+    return f"{size:.0f} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
 
 
 def default_short_name(full_name: str) -> str:
