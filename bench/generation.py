@@ -36,7 +36,8 @@ from charforge.llm.base import ChatMessage, Sampling
 from charforge.llm.openai_api import OpenAIChatModel, OpenAIConfig
 from charforge.runner import Runner, RunSummary, task_config, task_specs
 from charforge.stages import PlannedTask, Records, TaskStage, build_stage
-from charforge.store import Store, TaskRow
+from charforge.store import Store
+from charforge.tasks import TaskRow
 
 LATENCY_S = 0.1
 ANSWER = "A short, fixed answer from the bench server."

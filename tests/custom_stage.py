@@ -14,7 +14,7 @@ from charforge.llm.base import ChatMessage
 from charforge.records import Rejected
 from charforge.session import TaskSession
 from charforge.stages import PlannedTask, Records, StageOptions, TaskStage, register_stage
-from charforge.store import TaskRow
+from charforge.tasks import TaskRow
 
 PROMPTS = Path(__file__).parent / "custom_prompts"
 

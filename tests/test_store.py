@@ -13,10 +13,10 @@ import pytest
 
 from charforge.errors import StoreError
 from charforge.llm.base import Completion, FailedTry, Sampling, Usage
-from charforge.store import (
-    MIGRATIONS,
+from charforge.migrations import MIGRATIONS
+from charforge.store import Store
+from charforge.tasks import (
     ModelRef,
-    Store,
     TaskConfig,
     TaskFailed,
     TaskFinished,
@@ -180,7 +180,8 @@ def test_leases_and_tries_of_a_dead_process_are_reclaimed(tmp_path):
         store.plan(spec(i) for i in range(4))
     script = (
         "import os\n"
-        "from charforge.store import Store, TryStarted\n"
+        "from charforge.store import Store\n"
+        "from charforge.tasks import TryStarted\n"
         f"s = Store({str(path)!r})\n"
         "run = s.begin_run('doomed')\n"
         "tasks = s.lease(run, 'ada', 'scenes', 3)\n"

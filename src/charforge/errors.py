@@ -48,18 +48,14 @@ class ConfigError(CharforgeError):
 
 class ChatModelError(CharforgeError):
     """A chat request that failed for good (after retries, or not retryable).
-    `tries` holds each failed try (a `FailedTry`: error line, latency, tokens billed),
-    for the store's attempt log."""
+    `tries` holds each failed try (`llm.base.FailedTry`: error line, latency, tokens
+    billed), for the store's attempt log; empty when the backend could not tell."""
 
     exit_code = 1
 
     def __init__(self, message: str, *, tries: list[Any] | None = None) -> None:
         super().__init__(message)
-        if tries is None:
-            from charforge.llm.base import FailedTry
-
-            tries = [FailedTry(error=message)]
-        self.tries = tries
+        self.tries = tries or []
 
 
 class MissingAPIKeyError(ChatModelError):

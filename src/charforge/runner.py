@@ -41,10 +41,10 @@ from charforge.llm.base import ChatMessage, ChatModel, FailedTry, model_fingerpr
 from charforge.records import Rejected
 from charforge.session import StoreWriter, TaskSession
 from charforge.stages import TaskStage
-from charforge.store import (
+from charforge.store import Store
+from charforge.tasks import (
     ModelRef,
     PlanCounts,
-    Store,
     StoredTurn,
     TaskConfig,
     TaskFailed,
@@ -342,7 +342,7 @@ class Runner:
         except Rejected as problem:
             final = TaskFinished.of(task, rejection=(problem.reason, problem.detail))
         except ChatModelError as exc:
-            final = TaskFailed(task, str(exc), exc.tries)
+            final = TaskFailed(task, str(exc), exc.tries or [FailedTry(error=str(exc))])
         except asyncio.CancelledError:
             writer.submit(session.unsaved, wait=False)  # kept by the run's final flush
             raise

@@ -20,7 +20,8 @@ from types import EllipsisType
 from typing import Any
 
 from charforge.llm.base import ChatModel, Completion, MessagesLike, Sampling
-from charforge.store import Store, StoredTurn, TaskRow, TryStarted, TurnAnswered, WriteOp
+from charforge.store import Store
+from charforge.tasks import StoredTurn, TaskRow, TryStarted, TurnAnswered, WriteOp
 
 
 class StoreWriter:

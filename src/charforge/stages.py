@@ -36,7 +36,7 @@ from charforge.parse.schemas import schema_fingerprint
 from charforge.prompts import PROMPTS, Templates, templates_for
 from charforge.records import Rejected
 from charforge.session import TaskSession
-from charforge.store import RecordRef, StoredRecord, TaskRow
+from charforge.tasks import RecordRef, StoredRecord, TaskRow
 
 OutputMode = Literal["text", "json"]
 Records = list[tuple[str, dict[str, Any]]]

@@ -1,16 +1,14 @@
 """The workspace's SQLite store: every task, try, answer, record and verdict.
 
 One database per workspace (`charforge.db`, WAL). Nothing else in charforge
-writes SQL. The schema lives in `migrations.py`.
+writes SQL. The schema lives in `migrations.py`, task types in `tasks.py`.
 
-A task has two hashes. Its *key* says what is asked (character, stage, inputs,
-parent records); its *config* says how and of whom (each model's fingerprint,
-the fingerprint of every template rendered, the output schema, the sampling
-settings). The id hashes both: changed work gets a new id, the same work is done
-once. A planned task whose key is known under another config replaces it when the
-old one never started, and is otherwise reported *stale* and queued only when
-asked (`rerun_stale`); the old one is *superseded* once its replacement is done,
-and kept, like every rejected answer, as history (and as negatives for DPO).
+A task's id hashes what is asked (its key) and how (its config): changed work
+gets a new id, the same work is done once. A planned task whose key is known
+under another config replaces it when the old one never started, and is
+otherwise reported *stale* and queued only when asked (`rerun_stale`); the old
+one is *superseded* once its replacement is done, and kept, like every rejected
+answer, as history (and as negatives for DPO).
 
 Task states: pending -> leased (run id, expiry) -> done | failed | rejected. A run
 leases only tasks of its own config. Answers are committed as they arrive, each
@@ -21,7 +19,6 @@ whose process is gone, and marks their requests in flight as abandoned.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -30,159 +27,30 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from charforge.errors import StoreError
-from charforge.llm.base import Completion, FailedTry, Sampling, Usage
-from charforge.migrations import MIGRATIONS, apply_migrations, canonical, task_key
+from charforge.llm.base import Completion, FailedTry, Usage
+from charforge.migrations import apply_migrations, canonical
+from charforge.tasks import (
+    PlanCounts,
+    RecordRef,
+    StoredRecord,
+    StoredTurn,
+    TaskFailed,
+    TaskFinished,
+    TaskRow,
+    TaskSpec,
+    TryStarted,
+    WriteOp,
+)
 
 DB_NAME = "charforge.db"
 TaskStatus = Literal["pending", "leased", "done", "failed", "rejected"]
 STATUSES: tuple[TaskStatus, ...] = ("pending", "leased", "done", "failed", "rejected")
-RecordRef = tuple[str, int]  # (task id, record index)
-
-__all__ = ["DB_NAME", "MIGRATIONS", "STATUSES", "Store", "TaskConfig", "TaskRow", "TaskSpec"]
-
-
-def _hash(*parts: Any) -> str:
-    return hashlib.sha256(canonical(list(parts)).encode("utf-8")).hexdigest()[:32]
-
-
-class ModelRef(BaseModel):
-    """A model as a task knows it: the name it was asked by, and its fingerprint."""
-
-    model_config = {"frozen": True}
-
-    name: str
-    fp: str
-
-
-class TaskConfig(BaseModel):
-    """How every task of one plan is asked: the same for all of them."""
-
-    model_config = {"frozen": True}
-
-    models: dict[str, ModelRef]
-    prompt_fp: str
-    output_fp: str
-    sampling: Sampling
-    mode: str
-    template: str = ""
-    template_version: int = 0
-
-    @cached_property
-    def fingerprint(self) -> str:
-        return _hash("config", {r: m.fp for r, m in self.models.items()}, self.prompt_fp,
-                     self.output_fp, self.sampling.model_dump(mode="json"), self.mode)
-
-    @property
-    def model_names(self) -> str:
-        names = [m.name for m in self.models.values()]
-        return names[0] if len(names) == 1 else ",".join(
-            f"{role}={m.name}" for role, m in self.models.items())
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """A unit of work before it is stored."""
-
-    character: str
-    stage: str
-    inputs: dict[str, Any]
-    config: TaskConfig
-    parents: tuple[RecordRef, ...] = ()
-    response_format: dict[str, Any] | None = None
-
-    @cached_property
-    def key(self) -> str:
-        return task_key(self.character, self.stage, self.inputs, self.parents)
-
-    @cached_property
-    def id(self) -> str:
-        return _hash("task", self.key, self.config.fingerprint, self.response_format)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"sampling": self.config.sampling.model_dump(mode="json"),
-                                  "mode": self.config.mode}
-        if self.response_format is not None:
-            params["response_format"] = self.response_format
-        return params
-
-    def as_row(self) -> TaskRow:
-        """The task as it will look once stored (for dry runs)."""
-        return TaskRow(id=self.id, key=self.key, character=self.character, stage=self.stage,
-                       config=self.config.fingerprint, params=self.params, inputs=self.inputs,
-                       parents=self.parents, status="pending", attempts=0, round=0)
-
-
-@dataclass(frozen=True)
-class TaskRow:
-    """A stored task as a stage sees it when running it."""
-
-    id: str
-    key: str
-    character: str
-    stage: str
-    config: str | None
-    params: dict[str, Any]
-    inputs: dict[str, Any]
-    parents: tuple[RecordRef, ...]
-    status: str
-    attempts: int
-    round: int
-
-    @property
-    def sampling(self) -> Sampling:
-        stored = self.params.get("sampling")
-        if stored is None:  # a task planned before Sampling existed
-            stored = {k: self.params[k] for k in ("temperature", "top_p", "max_tokens")
-                      if k in self.params}
-        return Sampling.model_validate(stored)
-
-    @property
-    def mode(self) -> str:
-        return str(self.params.get("mode", "text"))
-
-    @property
-    def response_format(self) -> dict[str, Any] | None:
-        return self.params.get("response_format")
-
-
-@dataclass(frozen=True)
-class StoredTurn:
-    turn: int
-    role: str | None
-    completion: Completion
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    task_id: str
-    idx: int
-    kind: str
-    data: dict[str, Any]
-    inputs: dict[str, Any]
-    version: int = 1
-
-
-@dataclass
-class PlanCounts:
-    """What planning found: tasks added, already known, replaced before they started,
-    and stale (the same work done under another config; queued when `rerun_stale`)."""
-
-    planned: int = 0
-    added: int = 0
-    known: int = 0
-    replaced: int = 0
-    stale: int = 0
-    stale_queued: int = 0
-
 
 class StageCounts(BaseModel):
     character: str
@@ -197,51 +65,6 @@ class StageCounts(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
-
-# -- what a run writes -----------------------------------------------------------------
-@dataclass(frozen=True)
-class TryStarted:
-    """A request is about to be sent (so a kill leaves it on record as abandoned)."""
-
-    task: TaskRow
-    turn: int
-    role: str
-
-
-@dataclass(frozen=True)
-class TurnAnswered:
-    """An answer arrived: kept at once, whatever happens to the task after."""
-
-    task: TaskRow
-    turn: int
-    role: str
-    completion: Completion
-
-
-@dataclass(frozen=True)
-class TaskFinished:
-    """A task's records or rejection and its final state. Records are JSON text
-    already, so a record that cannot be serialised fails its own task, never a batch."""
-
-    task: TaskRow
-    records: Sequence[tuple[str, str, int]] = ()  # (kind, JSON data, schema version)
-    rejection: tuple[str, str] | None = None
-
-    @classmethod
-    def of(cls, task: TaskRow, *, records: Sequence[tuple[str, dict[str, Any]]] = (),
-           version: int = 1, rejection: tuple[str, str] | None = None) -> TaskFinished:
-        encoded = [(kind, canonical(data), version) for kind, data in records]
-        return cls(task, encoded, rejection)
-
-
-@dataclass(frozen=True)
-class TaskFailed:
-    task: TaskRow
-    error: str
-    tries: Sequence[FailedTry] = field(default_factory=tuple)
-
-
-WriteOp = TryStarted | TurnAnswered | TaskFinished | TaskFailed
 
 _TASK_COLUMNS = ("id, key, character, stage, config, params, inputs, status, attempts, round")
 

@@ -9,7 +9,7 @@ from charforge import parse
 from charforge.llm.base import Sampling
 from charforge.parse.schemas import DialogueAnswer
 from charforge.stages import Records, TaskStage
-from charforge.store import TaskRow
+from charforge.tasks import TaskRow
 
 
 class DialogueStage(TaskStage):

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from charforge.generate.base import DialogueStage, teacher_sampling
 from charforge.stages import PlannedTask, Records, StageOptions, register_stage
-from charforge.store import TaskRow
+from charforge.tasks import TaskRow
 
 
 class ExperienceOptions(StageOptions):

@@ -18,7 +18,7 @@ from charforge.character import paragraphs_within
 from charforge.generate.base import teacher_sampling
 from charforge.parse.schemas import ScenesAnswer
 from charforge.stages import PlannedTask, Records, StageOptions, TaskStage, register_stage
-from charforge.store import TaskRow
+from charforge.tasks import TaskRow
 
 
 class SceneOptions(StageOptions):
