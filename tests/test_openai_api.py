@@ -361,3 +361,19 @@ def test_from_config_validates_options(server):
         OpenAIChatModel.from_config("local", {"model": "m", "base_ur": "http://x"})
     with pytest.raises(ConfigError, match=r"option 'model' is required"):
         OpenAIChatModel.from_config("local", {})
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_both_transports_answer_retry_and_name_a_refused_connection(server, transport):
+    server.enqueue(Reply.server_error(), Reply(text="Vienna, of course."))
+    model = make_model(server, http_client=transport)
+    completion = chat_once(model)
+    assert completion.text == "Vienna, of course." and completion.attempts == 2
+    assert [t.error for t in completion.failed_tries] == [
+        "HTTP 500: The server had an error (scripted)"]
+    assert completion.failed_tries[0].latency_s > 0
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    refused = OpenAIChatModel(OpenAIConfig(model="m", base_url=url, api_key_env=None,
+                                           max_retries=0, http_client=transport), name="x")
+    with pytest.raises(ChatModelError, match=r"connection error \(connection refused\)"):
+        chat_once(refused)

@@ -335,21 +335,24 @@ class Runner:
         assert writer is not None
         session = TaskSession(task, self.models, self._stored.pop(task.id, ()), writer,
                               default_role=self.stage.roles[0])
+        final: TaskFinished | TaskFailed
         try:
             records = await self.stage.run(task, session)
-            records = [(kind, data) for kind, data in records]
-            final = TaskFinished.of(task, records=records, version=self.stage.record_version)
+            final = TaskFinished.of(task, records=records, version=self.stage.record_version,
+                                    answers=session.unsaved)
         except Rejected as problem:
-            final = TaskFinished.of(task, rejection=(problem.reason, problem.detail))
+            final = TaskFinished.of(task, rejection=(problem.reason, problem.detail),
+                                    answers=session.unsaved)
         except ChatModelError as exc:
-            final = TaskFailed(task, str(exc), exc.tries or [FailedTry(error=str(exc))])
+            final = TaskFailed(task, str(exc), exc.tries or [FailedTry(error=str(exc))],
+                               session.unsaved)
         except asyncio.CancelledError:
             writer.submit(session.unsaved, wait=False)  # kept by the run's final flush
             raise
         except Exception as exc:  # a bug in a stage must not lose the rest of the run
             detail = f"internal error in stage {self.stage.name}: {type(exc).__name__}: {exc}"
-            final = TaskFailed(task, detail, [FailedTry(error=detail)])
-        future = writer.submit([*session.unsaved, final])
+            final = TaskFailed(task, detail, [FailedTry(error=detail)], session.unsaved)
+        future = writer.submit([final])
         assert future is not None
         written = await future
         self._count(final, session, held=written[-1])

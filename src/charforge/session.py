@@ -124,8 +124,8 @@ class TaskSession:
         else:
             self._writer.submit([started], wait=False)
         sampling = sampling or self.task.sampling
-        if sampling.seed is None:
-            sampling = sampling.but(seed=turn_seed(self.task, turn))
+        if sampling.seed is None:  # a seed is an int: no need to validate the copy
+            sampling = sampling.model_copy(update={"seed": turn_seed(self.task, turn)})
         if response_format is ...:
             response_format = self.task.response_format
         completion = await self.models[role].chat(messages, sampling,

@@ -45,6 +45,7 @@ from charforge.tasks import (
     TaskRow,
     TaskSpec,
     TryStarted,
+    TurnAnswered,
     WriteOp,
 )
 
@@ -66,6 +67,8 @@ class StageCounts(BaseModel):
     completion_tokens: int = 0
 
 
+_WHILE_LEASED = ("WHERE EXISTS (SELECT 1 FROM tasks WHERE id=? AND status='leased' "
+                 "AND lease_run=?)")
 _TASK_COLUMNS = ("id, key, character, stage, config, params, inputs, status, attempts, round")
 
 
@@ -373,24 +376,34 @@ class Store:
                 "lease_expires=NULL, updated_at=? WHERE id=? AND status='leased' "
                 "AND lease_run=?", (op.error, now, task.id, run_id)).rowcount
             if held:
+                for answer in op.answers:
+                    self._answer(db, run_id, answer, now)
                 self._failed_tries(db, run_id, task, None, None, op.tries, now)
             return bool(held)
-        held = db.execute("SELECT 1 FROM tasks WHERE id=? AND status='leased' AND lease_run=?",
-                          (task.id, run_id)).fetchone() is not None
-        if not held:
-            return False
         if isinstance(op, TryStarted):
-            db.execute(
+            return db.execute(
                 "INSERT INTO attempts (task_id, run_id, ok, round, turn, role, state, "
-                "created_at) VALUES (?, ?, 0, ?, ?, ?, 'in_flight', ?)",
-                (task.id, run_id, task.round, op.turn, op.role, now))
-            return True
-        c = op.completion
-        db.execute(
-            "INSERT OR IGNORE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (task.id, task.round, op.turn, op.role, c.text, c.finish_reason, c.model,
-             c.usage.prompt_tokens, c.usage.completion_tokens, c.latency_s, now))
-        self._failed_tries(db, run_id, task, op.turn, op.role, c.failed_tries, now)
+                f"created_at) SELECT ?, ?, 0, ?, ?, ?, 'in_flight', ? {_WHILE_LEASED}",
+                (task.id, run_id, task.round, op.turn, op.role, now, task.id, run_id)
+            ).rowcount == 1
+        return self._answer(db, run_id, op, now, check_lease=True)
+
+    def _answer(self, db: sqlite3.Connection, run_id: str, op: TurnAnswered, now: float, *,
+                check_lease: bool = False) -> bool:
+        """Keep one answer and mark its try answered (its failed tries recorded too)."""
+        task, c = op.task, op.completion
+        values = (task.id, task.round, op.turn, op.role, c.text, c.finish_reason, c.model,
+                  c.usage.prompt_tokens, c.usage.completion_tokens, c.latency_s, now)
+        if check_lease:
+            kept = db.execute("INSERT OR IGNORE INTO completions SELECT ?, ?, ?, ?, ?, ?, ?, "
+                              f"?, ?, ?, ? {_WHILE_LEASED}", (*values, task.id, run_id)).rowcount
+        else:
+            kept = db.execute("INSERT OR IGNORE INTO completions VALUES "
+                              "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values).rowcount
+        if not kept:
+            return False
+        if c.failed_tries:
+            self._failed_tries(db, run_id, task, op.turn, op.role, c.failed_tries, now)
         answered = (1, c.latency_s, c.model, c.usage.prompt_tokens, c.usage.completion_tokens)
         updated = db.execute(
             "UPDATE attempts SET state='answered', ok=?, latency_s=?, model=?, prompt_tokens=?, "
@@ -415,8 +428,7 @@ class Store:
             [(task.id, run_id, t.error, t.latency_s, t.prompt_tokens, t.completion_tokens,
               task.round, turn, role, now) for t in tries])
 
-    @staticmethod
-    def _finish(db: sqlite3.Connection, run_id: str, op: TaskFinished, now: float) -> bool:
+    def _finish(self, db: sqlite3.Connection, run_id: str, op: TaskFinished, now: float) -> bool:
         task = op.task
         status = "rejected" if op.rejection else "done"
         held = db.execute(
@@ -425,11 +437,14 @@ class Store:
             (status, now, task.id, run_id)).rowcount
         if not held:
             return False
-        db.executemany(
-            "INSERT INTO records (task_id, idx, character, kind, data, version) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [(task.id, idx, task.character, kind, data, version)
-             for idx, (kind, data, version) in enumerate(op.records)])
+        for answer in op.answers:
+            self._answer(db, run_id, answer, now)
+        if op.records:
+            db.executemany(
+                "INSERT INTO records (task_id, idx, character, kind, data, version) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(task.id, idx, task.character, kind, data, version)
+                 for idx, (kind, data, version) in enumerate(op.records)])
         if op.rejection:
             db.execute("INSERT OR REPLACE INTO rejections VALUES (?, ?, ?, ?, ?)",
                        (task.id, task.round, op.rejection[0], op.rejection[1], now))

@@ -182,25 +182,32 @@ class TurnAnswered:
 
 @dataclass(frozen=True)
 class TaskFinished:
-    """A task's records or rejection and its final state. Records are JSON text
-    already, so a record that cannot be serialised fails its own task, never a batch."""
+    """A task's records or rejection and its final state, with the answers not kept
+    yet (written under the same lease check). Records are JSON text already, so a record
+    that cannot be serialised fails its own task, never a batch."""
 
     task: TaskRow
     records: Sequence[tuple[str, str, int]] = ()  # (kind, JSON data, schema version)
     rejection: tuple[str, str] | None = None
+    answers: Sequence[TurnAnswered] = ()
 
     @classmethod
     def of(cls, task: TaskRow, *, records: Sequence[tuple[str, dict[str, Any]]] = (),
-           version: int = 1, rejection: tuple[str, str] | None = None) -> TaskFinished:
+           version: int = 1, rejection: tuple[str, str] | None = None,
+           answers: Sequence[TurnAnswered] = ()) -> TaskFinished:
         encoded = [(kind, canonical(data), version) for kind, data in records]
-        return cls(task, encoded, rejection)
+        return cls(task, encoded, rejection, answers)
 
 
 @dataclass(frozen=True)
 class TaskFailed:
+    """A task that failed for good in this run, its failed tries, and the answers it
+    got before failing (kept: a retry replays them)."""
+
     task: TaskRow
     error: str
     tries: Sequence[FailedTry] = field(default_factory=tuple)
+    answers: Sequence[TurnAnswered] = ()
 
 
 WriteOp = TryStarted | TurnAnswered | TaskFinished | TaskFailed

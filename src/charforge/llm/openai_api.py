@@ -92,6 +92,11 @@ class OpenAIConfig(BaseModel):
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="extra fields sent in every request body"
     )
+    http_client: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp",
+        description="the SDK's HTTP transport: aiohttp (its DefaultAioHttpClient; about a "
+        "quarter less CPU per request, measured here) or its default httpx",
+    )
 
     @field_validator("api_key_env")
     @classmethod
@@ -207,18 +212,25 @@ def _server_message(error: openai.APIStatusError) -> str:
 
 def _connection_reason(error: BaseException) -> str:
     """A short cause for a connection failure, from the exception chain."""
-    seen: BaseException | None = error
-    deepest = error
-    for _ in range(12):
-        if seen is None:
-            break
+    return _refusal(error) or _one_line(str(_chain(error)[-1]), 120) or "connection error"
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    found = [error]
+    while len(found) < 12 and (cause := found[-1].__cause__ or found[-1].__context__):
+        found.append(cause)
+    return found
+
+
+def _refusal(error: BaseException) -> str | None:
+    """"connection refused" or "unknown host" when the chain says so, else None. (The
+    SDK's aiohttp transport reports a refused connection as a connect *timeout*.)"""
+    for seen in _chain(error):
         if isinstance(seen, ConnectionRefusedError):
             return "connection refused"
         if isinstance(seen, socket.gaierror):
             return "unknown host"
-        deepest = seen
-        seen = seen.__cause__ or seen.__context__
-    return _one_line(str(deepest), 120) or "connection error"
+    return None
 
 
 def _parse_completion(text: str, fallback_model: str) -> Completion:
@@ -324,9 +336,11 @@ class OpenAIChatModel(ChatModelBase):
     def _next_client(self) -> openai.AsyncOpenAI:
         key_index = self._keys.next_index()
         # httpx scans its whole pool on every request; past a few dozen connections that
-        # scan costs more than the request. So the connections are split over several
+        # scan costs more than the request. So its connections are split over several
         # clients (pools) of at most _CONNECTIONS_PER_POOL requests in flight each.
-        self._pool = (self._pool + 1) % self._pools
+        # aiohttp's connector does not scan: one client per key.
+        if self.config.http_client == "httpx":
+            self._pool = (self._pool + 1) % self._pools
         index = (key_index, self._pool)
         client = self._clients.get(index)
         if client is None:
@@ -335,9 +349,20 @@ class OpenAIChatModel(ChatModelBase):
                 base_url=self.config.url,
                 timeout=self.config.timeout_s,
                 max_retries=0,
+                **self._transport(),
             )
             self._clients[index] = client
         return client
+
+    def _transport(self) -> dict[str, Any]:
+        if self.config.http_client != "aiohttp":
+            return {}
+        try:
+            return {"http_client": openai.DefaultAioHttpClient(timeout=self.config.timeout_s)}
+        except RuntimeError:  # openai installed without its aiohttp extra
+            logger.debug("model %r: aiohttp is not installed; using httpx", self.name)
+            self.config.http_client = "httpx"
+            return {}
 
     def _error(self, text: str, tries: list[FailedTry] | None = None) -> ChatModelError:
         message = _one_line(self._keys.redact(f"model {self.name!r}: {text}"), 600)
@@ -415,9 +440,11 @@ class OpenAIChatModel(ChatModelBase):
             text = await client.post("/chat/completions", body=request, cast_to=str)
         except openai.APIStatusError as exc:
             raise self._status_failure(exc) from None
-        except openai.APITimeoutError:
-            timeout = self.config.timeout_s
-            raise _AttemptFailed(f"timed out after {timeout:g}s", retryable=True) from None
+        except openai.APITimeoutError as exc:
+            refused = _refusal(exc)
+            detail = (f"connection error ({refused})" if refused
+                      else f"timed out after {self.config.timeout_s:g}s")
+            raise _AttemptFailed(detail, retryable=True) from None
         except openai.APIConnectionError as exc:
             reason = _connection_reason(exc)
             raise _AttemptFailed(f"connection error ({reason})", retryable=True) from None
@@ -456,10 +483,9 @@ class OpenAIChatModel(ChatModelBase):
             raise self._error(
                 f"{url} answered HTTP {exc.status_code}: {_server_message(exc)}"
             ) from None
-        except openai.APITimeoutError:
-            raise self._error(
-                f"cannot reach {url} (timed out after {self.config.timeout_s:g}s)"
-            ) from None
+        except openai.APITimeoutError as exc:
+            why = _refusal(exc) or f"timed out after {self.config.timeout_s:g}s"
+            raise self._error(f"cannot reach {url} ({why})") from None
         except openai.APIConnectionError as exc:
             raise self._error(f"cannot reach {url} ({_connection_reason(exc)})") from None
         except (openai.APIError, ValueError, TypeError) as exc:

@@ -16,7 +16,8 @@ from charforge.errors import MissingAPIKeyError
 NO_KEY_PLACEHOLDER = "no-key-needed"
 """Sent as the API key to endpoints configured with `api_key_env: null`."""
 
-_REDACTED_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "charforge.llm")
+_REDACTED_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "aiohttp",
+                     "charforge.llm")
 
 
 # -- secrets -------------------------------------------------------------------
