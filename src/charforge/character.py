@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_NAME_CHARS = 100
 MAX_SLUG_CHARS = 64
@@ -53,56 +53,35 @@ def clean_text(value: str) -> str:
     return _TEXT_CONTROLS.sub("", value)
 
 
+Name = Annotated[str, AfterValidator(clean_name)]
+Text = Annotated[str, AfterValidator(clean_text)]
+
+
 class Stage(BaseModel):
     """A period of the character's life (PersLLM's time stages)."""
 
-    label: str = Field(description="short name, e.g. 'early'")
-    token: str = Field(description="special token marking the stage, e.g. '<TIME-I>'")
-    description: str = ""
-
-    @field_validator("label", "token")
-    @classmethod
-    def _clean_label(cls, value: str) -> str:
-        return clean_name(value)
-
-    @field_validator("description")
-    @classmethod
-    def _clean_description(cls, value: str) -> str:
-        return clean_text(value)
+    label: Name = Field(description="short name, e.g. 'early'")
+    token: Name = Field(description="special token marking the stage, e.g. '<TIME-I>'")
+    description: Text = ""
 
 
 class Passage(BaseModel):
     """One knowledge or speech-style passage, optionally tied to a stage."""
 
-    text: str
+    text: Text
     stage: str | None = Field(default=None, description="label of the stage it belongs to")
-
-    @field_validator("text")
-    @classmethod
-    def _clean(cls, value: str) -> str:
-        return clean_text(value)
 
 
 class Character(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="full name, e.g. 'Ludwig van Beethoven'")
-    short_name: str = Field(description="what others call them, e.g. 'Beethoven'")
-    profile: list[str] = Field(default_factory=list, description="profile paragraphs")
+    name: Name = Field(description="full name, e.g. 'Ludwig van Beethoven'")
+    short_name: Name = Field(description="what others call them, e.g. 'Beethoven'")
+    profile: list[Text] = Field(default_factory=list, description="profile paragraphs")
     knowledge: list[Passage] = Field(default_factory=list)
     style: list[Passage] = Field(default_factory=list)
     stages: list[Stage] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name", "short_name")
-    @classmethod
-    def _clean_names(cls, value: str) -> str:
-        return clean_name(value)
-
-    @field_validator("profile")
-    @classmethod
-    def _clean_profile(cls, value: list[str]) -> list[str]:
-        return [clean_text(paragraph) for paragraph in value]
 
     @property
     def slug(self) -> str:

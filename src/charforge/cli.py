@@ -195,8 +195,10 @@ def _generate(
     workspace: WorkspaceOption = None,
     **stage_options: Any,
 ) -> None:
-    """Run one stage for one character through the teacher. Every call is stored;
-    interrupt at will and run the same command to resume."""
+    """Run one stage for one character through the teacher.
+
+    Every call is stored: interrupt at will and run the same command to resume. Work done
+    with a model or prompt that has changed since is kept (stale) until --rerun-stale."""
     from charforge.generate import DryRun, generate
     from charforge.stages import stage_class
 
@@ -328,8 +330,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Per character and stage: tasks done, pending, rejected, failed and stale; records;
-    tokens billed; why answers were rejected and why work is stale."""
+    """Per character and stage: tasks by state, records, tokens, and why.
+
+    Shows tasks done, pending, rejected, failed and stale, records and tokens billed, then
+    why answers were rejected and why work is stale. --json prints it for scripts."""
     from charforge.status import workspace_status
 
     rows = workspace_status(_workspace(workspace))
@@ -438,8 +442,10 @@ def demo(
     generation: Annotated[bool, typer.Option(
         help="also run a small Experience Reconstruction with the embedded teacher")] = True,
 ) -> None:
-    """The main job on the embedded model: Beethoven answers interview questions, then a
-    small Experience Reconstruction run with the same model as teacher."""
+    """The main job on the embedded model.
+
+    Beethoven answers interview questions, then a small Experience Reconstruction runs with
+    the same model as teacher."""
     from charforge.demo import run_demo
 
     run_demo(workspace, questions=questions, max_tokens=max_tokens, generation=generation,
