@@ -90,6 +90,7 @@ def test_happy_path_returns_completion_and_sends_every_parameter(server):
     assert model.stats.requests == 1 and model.stats.attempts == 1
     assert model.stats.usage.total_tokens == 12 and model.stats.failures == 0
     [request] = server.chat_requests
+    assert request.headers["content-type"] == "application/json"
     sent = request.json
     assert sent["messages"] == [
         {"role": "system", "content": "You are Beethoven."},

@@ -14,6 +14,7 @@ straight through. The folder is written aside and swapped in whole.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -127,6 +128,14 @@ def build_dataset(
     folder = workspace.root / "datasets" / character.slug
     _write_folder(folder, sft, prompted, stats)
     return DatasetBuild(folder=folder, stats=stats)
+
+
+async def build_dataset_async(workspace: Workspace, character_name: str, *,
+                              preset: MetaPreset = "charforge",
+                              test_fraction: float = 0.0) -> DatasetBuild:
+    """`build_dataset` in a worker thread, so an event loop stays free."""
+    return await asyncio.to_thread(build_dataset, workspace, character_name, preset=preset,
+                                   test_fraction=test_fraction)
 
 
 def _write_folder(folder: Path, sft: list[dict[str, Any]], prompted: list[dict[str, Any]],
