@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -96,7 +96,8 @@ def task_config(stage: TaskStage, models: Mapping[str, ChatModel],
                       template_version=stage.templates.version(stage.user_template))
 
 
-def task_specs(stage: TaskStage, config: TaskConfig):
+def task_specs(stage: TaskStage, config: TaskConfig) -> Iterator[TaskSpec]:
+    """The stage's planned tasks as specs, streamed (never all in memory)."""
     for planned in stage.plan():
         inputs = stage.task_inputs(planned)
         yield TaskSpec(character=stage.character.slug, stage=stage.name, inputs=inputs,
