@@ -27,3 +27,18 @@ def test_a_folder_left_by_a_crash_is_not_a_character(tmp_path):
     debris.mkdir()
     (debris / "character.yaml").write_text((ws.characters_dir / "ada/character.yaml").read_text())
     assert [c.short_name for c in ws.characters()] == ["Ada"]
+
+
+def test_recovery_keeps_the_staging_folder_of_a_live_writer(tmp_path):
+    import os
+    import socket
+
+    from charforge.files import recover_folders
+
+    host = socket.gethostname().replace("-", "_")
+    live = tmp_path / f".ada.staging-{host}-{os.getpid()}-abc"
+    dead = tmp_path / f".ada.staging-{host}-999999999-def"
+    for folder in (live, dead):
+        folder.mkdir()
+    assert recover_folders(tmp_path) == [f"removed an unfinished write ({dead.name})"]
+    assert live.is_dir() and not dead.exists()

@@ -74,11 +74,19 @@ def _swap_in(target: Path, new: Path) -> None:
 def recover_folders(parent: Path) -> list[str]:
     """Finish or undo the folder swaps a crash interrupted in `parent`, and remove
     staging folders left by dead processes. Returns what it did, one line each."""
-    if not parent.is_dir():
+    try:
+        hidden = [p for p in parent.iterdir() if p.name.startswith(".") and p.is_dir()]
+    except OSError:  # no such folder, or not ours to read
         return []
-    hidden = [p for p in parent.iterdir() if p.name.startswith(".") and p.is_dir()]
     if not hidden:
         return []
+    try:
+        return _recover(parent)
+    except OSError:  # a read-only workspace: leave it as it is; readers skip hidden folders
+        return []
+
+
+def _recover(parent: Path) -> list[str]:
     done: list[str] = []
     host = _host()
     with _locked(parent):
