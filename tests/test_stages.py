@@ -195,3 +195,34 @@ def test_a_failed_conversation_resumes_from_its_stored_turns(tmp_path):
         [record] = list(store.records("beethoven", "interview"))
     assert record.data["transcript"][:5] == ["Q1: Q1?", "A1: A1.", "Q2: Q2?", "A2: A2.",
                                              "Q3: Q3?"]
+
+
+def test_a_stage_narrows_its_output_schema_per_task(tmp_path):
+    from typing import Literal
+
+    from charforge.generate import ProtectiveStage
+    from charforge.parse.schemas import DialogueAnswer, TurnAnswer, narrowed
+    from charforge.runner import task_config, task_specs
+
+    class ByName(ProtectiveStage):
+        """Speakers limited to the character and one visitor named in the inputs."""
+
+        def output_model(self, inputs):
+            names = Literal[inputs["short_name"], f"Visitor {inputs['sample']}"]
+            turn = narrowed(TurnAnswer, "Turn", speaker=names)
+            return narrowed(DialogueAnswer, "NamedDialogue", turns=list[turn])
+
+    ws = teacher_workspace(tmp_path / "ws", "http://127.0.0.1:9/v1")
+    model = load_chat_model("teacher", config=ws.config)
+    with ws.store() as store:
+        stage = build_stage(ByName, ws.load_character("beethoven"), store, mode="json",
+                            options={"count": 2})
+        specs = list(task_specs(stage, task_config(stage, {"teacher": model})))
+    schemas = [s.response_format["json_schema"]["schema"] for s in specs]
+    speakers = [s["properties"]["turns"]["items"]["properties"]["speaker"]["enum"]
+                for s in schemas]
+    assert speakers == [["Beethoven", "Visitor 0"], ["Beethoven", "Visitor 1"]]
+    assert schemas[0]["properties"]["turns"]["items"]["additionalProperties"] is False
+    # The same narrowing is built once (its schema, and later its grammar, are cached).
+    assert narrowed(TurnAnswer, "Turn", speaker=Literal["A"]) is narrowed(
+        TurnAnswer, "Turn", speaker=Literal["A"])
