@@ -94,10 +94,6 @@ class TaskSession:
         """The answers received in this run (not the replayed ones)."""
         return [completion for _, completion, replayed in self.turns if not replayed]
 
-    @property
-    def completions(self) -> list[Completion]:
-        return [completion for _, completion, _ in self.turns]
-
     async def ask(self, messages: MessagesLike, *, role: str | None = None,
                   sampling: Sampling | None = None,
                   response_format: Mapping[str, Any] | EllipsisType | None = ...) -> Completion:

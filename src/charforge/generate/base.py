@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from charforge import parse
 from charforge.llm.base import Sampling
 from charforge.parse.schemas import DialogueAnswer
-from charforge.stages import Records, TaskStage
+from charforge.stages import TaskStage
 from charforge.tasks import TaskRow
 
 
@@ -16,7 +16,6 @@ class DialogueStage(TaskStage):
     """Experiences and protective scenes: the answer is one dialogue."""
 
     Output = DialogueAnswer
-    record_kind: ClassVar[str] = ""
     min_turns: ClassVar[int] = 2
 
     def dialogue_from(self, task: TaskRow, text: str) -> dict[str, Any]:
@@ -30,5 +29,3 @@ def teacher_sampling(max_tokens: int) -> Sampling:
     """The teacher's defaults: some variety (T=0.7), the stage's answer length."""
     return Sampling(temperature=0.7, top_p=1.0, max_tokens=max_tokens)
 
-
-__all__ = ["DialogueStage", "Records", "teacher_sampling"]

@@ -13,7 +13,7 @@ knows nothing of workspaces.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -171,11 +171,4 @@ def check_models(
 ) -> list[ModelCheck]:
     return run_sync(check_models_async(config, names=names, check=check),
                     sync_name="check_models", async_name="check_models_async")
-
-
-def check_model(name: str, entry: ModelEntry | Mapping[str, Any]) -> str:
-    """Check one model built from `entry` (sync form of `check_model_async`)."""
-    entry = entry if isinstance(entry, ModelEntry) else ModelEntry.model_validate(dict(entry))
-    return run_sync(check_model_async(name, entry), sync_name="check_model",
-                    async_name="check_model_async")
 

@@ -48,10 +48,6 @@ class Templates:
     def __repr__(self) -> str:
         return f"Templates({', '.join(str(f) for f in self.folders)})"
 
-    def with_folders(self, *folders: str | Path) -> Templates:
-        """These templates with `folders` searched first."""
-        return templates_for(*folders, *self.folders[:-1])
-
     def source(self, name: str) -> str:
         try:
             source, _, _ = self._env.loader.get_source(self._env, _file_name(name))  # type: ignore[union-attr]
@@ -109,11 +105,3 @@ PROMPTS = templates_for()
 def render_prompt(name: str, /, **values: Any) -> str:
     """Render one of the package's own templates."""
     return PROMPTS.render(name, **values)
-
-
-def template_source(name: str) -> str:
-    return PROMPTS.source(name)
-
-
-def template_version(name: str) -> int:
-    return PROMPTS.version(name)
