@@ -6,7 +6,18 @@ message on one line (a traceback only with CHARFORGE_DEBUG=1).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+def first_problem(error: ValidationError) -> tuple[str, str]:
+    """(where, what) of a pydantic error's first problem: the field's dotted path ("" for
+    the whole object) and its message, for one-line errors."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return where, str(first["msg"]).removeprefix("Value error, ")
 
 
 class CharforgeError(Exception):

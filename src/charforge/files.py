@@ -50,12 +50,13 @@ def _host() -> str:
     return socket.gethostname().replace("-", "_")
 
 
-def _pid_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine is still running (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:
         return True
     return True
 
@@ -109,7 +110,7 @@ def _recover(parent: Path) -> list[str]:
             elif _STAGING in name:
                 owner = name.rsplit(_STAGING, 1)[1].split("-")
                 if len(owner) >= 3 and owner[0] == host and owner[1].isdigit() \
-                        and _pid_alive(int(owner[1])):
+                        and process_alive(int(owner[1])):
                     continue  # another live process is writing it
                 shutil.rmtree(path, ignore_errors=True)
                 done.append(f"removed an unfinished write ({name})")

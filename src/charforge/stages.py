@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from charforge.character import Character
-from charforge.errors import CharforgeError, StageOptionsError
+from charforge.errors import CharforgeError, StageOptionsError, first_problem
 from charforge.llm.base import ChatMessage, Completion, Sampling
 from charforge.parse import response_format, truncation_check
 from charforge.parse.schemas import schema_fingerprint
@@ -125,10 +125,10 @@ class TaskStage(ABC):
         try:
             return cls.Options.model_validate(given)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "options"
-            raise StageOptionsError(f"stage {cls.name!r}, option {where!r}: {first['msg']}; "
-                                    f"given {first.get('input')!r}") from None
+            where, what = first_problem(exc)
+            given_value = exc.errors()[0].get("input")
+            raise StageOptionsError(f"stage {cls.name!r}, option {where or 'options'!r}: "
+                                    f"{what}; given {given_value!r}") from None
 
     @classmethod
     def prompt_fingerprint_in(cls, templates: Templates) -> str:

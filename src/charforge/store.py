@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from charforge.errors import StoreError
+from charforge.files import process_alive
 from charforge.llm.base import Completion, FailedTry, Usage
 from charforge.migrations import apply_migrations, canonical
 from charforge.tasks import (
@@ -70,16 +71,6 @@ class StageCounts(BaseModel):
 _WHILE_LEASED = ("WHERE EXISTS (SELECT 1 FROM tasks WHERE id=? AND status='leased' "
                  "AND lease_run=?)")
 _TASK_COLUMNS = ("id, key, character, stage, config, params, inputs, status, attempts, round")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
@@ -196,7 +187,7 @@ class Store:
         rows = self._all(
             "SELECT DISTINCT r.id, r.pid, r.host FROM runs r WHERE r.ended_at IS NULL")
         dead = [run_id for run_id, pid, run_host in rows
-                if run_host == host and not _pid_alive(pid)]
+                if run_host == host and not process_alive(pid)]
         with self._write() as db:
             count = 0
             for run_id in dead:

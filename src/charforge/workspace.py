@@ -29,6 +29,7 @@ from charforge.errors import (
     CharforgeError,
     UnknownCharacterError,
     WorkspaceError,
+    first_problem,
 )
 from charforge.files import folder_written_whole, recover_folders
 from charforge.llm.registry import ModelsConfig
@@ -323,9 +324,8 @@ class Workspace:
 
 def _first_problem(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"{where}: {first['msg']}" if where else str(first["msg"])
+        where, what = first_problem(exc)
+        return f"{where}: {what}" if where else what
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

@@ -16,6 +16,8 @@ from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from charforge.errors import first_problem
+
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error"]
 
@@ -62,9 +64,8 @@ class Sampling(BaseModel):
             return cls.model_validate({k: v for k, v in dict(values or {}).items()
                                        if v is not None})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "sampling"
-            raise ValueError(f"sampling {where}: {first['msg']}") from None
+            where, what = first_problem(exc)
+            raise ValueError(f"sampling {where or 'settings'}: {what}") from None
 
 
 class Usage(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from charforge.errors import ConfigError
+from charforge.errors import ConfigError, first_problem
 from charforge.llm.base import (
     ChatMessage,
     ChatModelBase,
@@ -60,9 +60,8 @@ def _validated(name: str, options: Mapping[str, Any]) -> LocalConfig:
     try:
         return LocalConfig.model_validate(settings)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "options"
-        raise ConfigError(f"model {name!r}: {field}: {err['msg']}") from None
+        where, what = first_problem(exc)
+        raise ConfigError(f"model {name!r}: {where or 'options'}: {what}") from None
 
 
 def _pick_device(requested: str) -> str:
