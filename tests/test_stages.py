@@ -226,3 +226,24 @@ def test_a_stage_narrows_its_output_schema_per_task(tmp_path):
     # The same narrowing is built once (its schema, and later its grammar, are cached).
     assert narrowed(TurnAnswer, "Turn", speaker=Literal["A"]) is narrowed(
         TurnAnswer, "Turn", speaker=Literal["A"])
+
+
+def test_a_write_nobody_waited_for_is_not_lost_when_it_fails():
+    import sqlite3
+
+    from charforge.session import StoreWriter
+
+    class FailingStore:
+        def write(self, run_id, ops):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    async def run():
+        writer = StoreWriter(FailingStore(), "run")  # type: ignore[arg-type]
+        writer.submit(["a request started"], wait=False)  # type: ignore[list-item]
+        await asyncio.sleep(0)  # the flush runs, fails, and nobody is waiting for it
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            writer.submit(["the next write"], wait=False)  # type: ignore[list-item]
+        with pytest.raises(sqlite3.OperationalError):
+            writer.raise_failure()
+
+    asyncio.run(run())

@@ -7,25 +7,11 @@ transaction, so a store is upgraded whole or not at all, in place, every row kep
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
-
-def canonical(value: Any) -> str:
-    """Canonical JSON: what ids are hashed from and what the store keeps."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def task_key(character: str, stage: str, inputs: dict[str, Any],
-             parents: Sequence[tuple[str, int]]) -> str:
-    """The logical work item: which character, which stage, from what. Two tasks with
-    one key are the same work asked in two ways (another model, prompt or setting)."""
-    payload = canonical(["key", character, stage, inputs, sorted([t, i] for t, i in parents)])
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
-
+from charforge.tasks import canonical, task_key
 
 INITIAL = """
 CREATE TABLE runs (

@@ -236,6 +236,7 @@ class Runner:
             self._writer.flush()  # answers already received are kept, even on Ctrl-C
             self.summary.released = self.store.end_run(run_id)
             self.summary.elapsed_s = time.perf_counter() - started
+        self._writer.raise_failure()
         return self.summary
 
     # -- progress ------------------------------------------------------------------------

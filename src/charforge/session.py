@@ -32,11 +32,14 @@ class StoreWriter:
         self._ops: list[WriteOp] = []
         self._waiting: list[tuple[int, int, asyncio.Future[list[bool]]]] = []
         self._scheduled = False
+        self._failure: Exception | None = None  # a write nobody waited for failed
 
     def submit(self, ops: Sequence[WriteOp], *,
                wait: bool = True) -> asyncio.Future[list[bool]] | None:
         """Queue `ops`; with `wait`, a future of whether each was written (the task's
-        lease still held). Without it, a later flush writes them all the same."""
+        lease still held). Without it, a later flush writes them all the same; if that
+        flush fails, the next `submit` raises its error."""
+        self.raise_failure()
         start = len(self._ops)
         self._ops.extend(ops)
         future = None
@@ -47,6 +50,11 @@ class StoreWriter:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
         return future
+
+    def raise_failure(self) -> None:
+        """Raise the error of a failed write that nobody waited for, if any."""
+        if self._failure is not None:
+            raise self._failure
 
     def flush(self) -> None:
         """Write what is queued now (synchronously: a cancel cannot split it)."""
@@ -62,7 +70,7 @@ class StoreWriter:
                 if not future.done():
                     future.set_exception(exc)
             if not waiting:
-                raise
+                self._failure = exc  # raised at the next submit, never lost in the loop
             return
         for start, end, future in waiting:
             if not future.done():

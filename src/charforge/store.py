@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from charforge.errors import StoreError
 from charforge.files import process_alive
 from charforge.llm.base import Completion, FailedTry, Usage
-from charforge.migrations import apply_migrations, canonical
+from charforge.migrations import apply_migrations
 from charforge.tasks import (
     PlanCounts,
     RecordRef,
@@ -48,6 +48,7 @@ from charforge.tasks import (
     TryStarted,
     TurnAnswered,
     WriteOp,
+    canonical,
 )
 
 DB_NAME = "charforge.db"

@@ -12,6 +12,7 @@ both, and the task's own output schema.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,9 +21,22 @@ from typing import Any
 from pydantic import BaseModel
 
 from charforge.llm.base import Completion, FailedTry, Sampling
-from charforge.migrations import canonical, task_key
 
 RecordRef = tuple[str, int]  # (task id, record index)
+
+
+def canonical(value: Any) -> str:
+    """Canonical JSON: what ids are hashed from and what the store keeps."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def task_key(character: str, stage: str, inputs: dict[str, Any],
+             parents: Sequence[tuple[str, int]]) -> str:
+    """The logical work item: which character, which stage, from what. Two tasks with
+    one key are the same work asked in two ways (another model, prompt or setting)."""
+    payload = canonical(["key", character, stage, inputs, sorted([t, i] for t, i in parents)])
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
 
 
 def _hash(*parts: Any) -> str:
@@ -113,8 +127,9 @@ class TaskRow:
     attempts: int
     round: int
 
-    @property
+    @cached_property
     def sampling(self) -> Sampling:
+        """Validated once per task (a session asks for it at every request)."""
         stored = self.params.get("sampling")
         if stored is None:  # a task planned before Sampling existed
             stored = {k: self.params[k] for k in ("temperature", "top_p", "max_tokens")
