@@ -34,6 +34,7 @@ class RiddleStage(TaskStage):
     repair_template = None
     template_dirs = (PROMPTS,)
     Options = RiddleOptions
+    record_version = 2  # its records' shape changed once
 
     def plan(self) -> Iterator[PlannedTask]:
         for number in range(self.options.riddles):

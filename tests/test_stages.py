@@ -80,8 +80,9 @@ def test_a_stage_from_outside_the_package_runs_and_resumes(tmp_path):
         assert again.finished == 0  # nothing left: resumed, never repeated
         assert len(server.chat_requests) == 1 + 5 + 3 + 1
     with ws.store() as store:
-        riddles = [r.data for r in store.records("beethoven", "riddle")]
-        assert sorted(r["number"] for r in riddles) == [1, 2, 3, 4]
+        stored = list(store.records("beethoven", "riddle"))
+        assert sorted(r.data["number"] for r in stored) == [1, 2, 3, 4]
+        assert {r.version for r in stored} == {2}  # records carry their schema version
         assert store.rejection_counts("beethoven", "riddles") == {"invalid": 1}
 
 
@@ -103,20 +104,38 @@ def test_stage_options_are_typed_and_checked(tmp_path):
         generate(ws, "beethoven", "scenes", options={"promts": 3}, **QUIET)
 
 
-def test_generate_works_inside_a_running_loop_through_its_async_form(tmp_path):
+def test_the_api_works_inside_a_running_loop_through_its_async_forms(tmp_path):
+    from charforge.dataset.export import build_dataset_async
+    from charforge.llm.registry import check_models, check_models_async
+    from charforge.roleplay import ask_async
+    from charforge.status import workspace_status_async
+
     with ScriptedOpenAIServer(responder=teacher_answer) as server:
         ws = teacher_workspace(tmp_path / "ws", server.base_url)
 
         async def in_a_notebook():
-            with pytest.raises(EventLoopError) as info:
-                generate(ws, "beethoven", "scenes", options={"prompts": 2}, **QUIET)
-            message = str(info.value)
-            assert "\n" not in message and "await generate_async(...)" in message
-            return await generate_async(ws, "beethoven", "scenes", options={"prompts": 2},
-                                        **QUIET)
+            for sync_call, name in ((lambda: generate(ws, "beethoven", "scenes", **QUIET),
+                                     "generate_async"),
+                                    (lambda: check_models(ws.config), "check_models_async")):
+                with pytest.raises(EventLoopError) as info:
+                    sync_call()
+                message = str(info.value)
+                assert "\n" not in message and f"await {name}(...)" in message
+            scenes = await generate_async(ws, "beethoven", "scenes",
+                                          options={"prompts": 2, "scenes_per_prompt": 2},
+                                          **QUIET)
+            experiences = await generate_async(ws, "beethoven", "experiences", **QUIET)
+            build = await build_dataset_async(ws, "beethoven")
+            status = await workspace_status_async(ws)
+            [check] = await check_models_async(ws.config, names=["teacher"])
+            answer = await ask_async("Where were you born?",
+                                     load_chat_model("teacher", config=ws.config))
+            return scenes, experiences, build, status, check, answer
 
-        summary = asyncio.run(in_a_notebook())
-    assert summary.done == 2 and len(server.chat_requests) == 2
+        scenes, experiences, build, status, check, answer = asyncio.run(in_a_notebook())
+    assert (scenes.done, experiences.done, build.stats.sft_records) == (2, 4, 4)
+    assert [(row.stage, row.done) for row in status] == [("experiences", 4), ("scenes", 2)]
+    assert check.ok and answer.text
 
 
 def interview_workspace(root: Path, base_url: str) -> Workspace:
