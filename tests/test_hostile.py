@@ -22,6 +22,7 @@ from charforge.importers.card import card_png_bytes
 from charforge.testing import Reply, ScriptedOpenAIServer
 
 from conftest import assert_one_line_error, files_under, read_only, run
+from scripted_teacher import answer
 
 BEETHOVEN = demo_file("wiki_Beethoven.txt")
 
@@ -257,9 +258,11 @@ def test_truncated_answers_are_summarised_not_printed_one_by_one(ws):
 
 def test_an_api_key_never_lands_on_disk(ws):
     secret = "sk-hostile-" + base64.b16encode(os.urandom(6)).decode()
-    with ScriptedOpenAIServer(required_key=secret) as server:
-        add_model(ws, base_url=server.base_url, api_key_env="CF_HOSTILE_KEY")
+    with ScriptedOpenAIServer(required_key=secret, responder=answer) as server:
+        add_model(ws, base_url=server.base_url, api_key_env="CF_HOSTILE_KEY",
+                  supports_json_schema=False)
         result = run("generate", "scenes", "beethoven", "--prompts", "2", cwd=ws,
                      env={"CF_HOSTILE_KEY": secret})
-    assert result.returncode in (0, 1), result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "scenes: 2 done" in result.stdout  # the key was sent, and accepted
     assert all(secret.encode() not in p.read_bytes() for p in ws.rglob("*") if p.is_file())
