@@ -13,7 +13,9 @@ import json
 import os
 import sqlite3
 import sys
-from contextlib import nullcontext
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,6 +28,7 @@ from rich.table import Table
 from charforge.errors import CharforgeError
 
 if TYPE_CHECKING:
+    from charforge.dataset.export import DatasetBuild
     from charforge.runner import RunSummary
 
 app = typer.Typer(
@@ -305,6 +308,8 @@ def dataset_build(
         "meta prompt)")] = "charforge",
     test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9,
                                                  help="share of dialogues held out")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the statistics as JSON, "
+                                          "for scripts")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Experiences + protective scenes -> SFT chat records, prompted records, statistics."""
@@ -312,17 +317,70 @@ def dataset_build(
 
     if preset not in ("charforge", "character-llm"):
         raise CharforgeError(f"unknown preset {preset!r}; use charforge or character-llm")
-    result = build_dataset(_workspace(workspace), character, preset=preset,  # type: ignore[arg-type]
-                           test_fraction=test_fraction)
+    ws = _workspace(workspace)
+    with err.status(f"building the dataset of {escape(character)}…"), _datasets_quiet():
+        result = build_dataset(ws, character, preset=preset,  # type: ignore[arg-type]
+                               test_fraction=test_fraction)
+    if as_json:
+        print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
+        return
+    _print_dataset_stats(result)
+
+
+@contextmanager
+def _datasets_quiet() -> Iterator[None]:
+    """The `datasets` library's own tqdm bars off while it writes (ours show instead),
+    back as they were afterwards."""
+    import datasets
+
+    were_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not were_off:
+            datasets.enable_progress_bars()
+
+
+def _print_dataset_stats(result: DatasetBuild) -> None:
+    """One statistic a line, so it reads at 80 columns and in a pipe."""
     s = result.stats
-    table = Table("character", "scenes imagined", "experiences", "protective", "words",
-                  "turns/dialogue", "words/turn", "SFT records", "rejected")
-    rejected = sum(n for reasons in s.rejected.values() for n in reasons.values())
-    table.add_row(s.name, str(s.scene_outlines), str(s.dialogues.get("experience", 0)),
-                  str(s.dialogues.get("protective", 0)), str(s.words), str(s.turns_per_dialogue),
-                  str(s.words_per_turn), f"{s.sft_records} ({s.train}/{s.test})", str(rejected))
-    out.print(table)
-    out.print(f"wrote {result.folder}")
+    lines = [
+        ("scenes imagined", str(s.scene_outlines)),
+        ("dialogues", f"{s.dialogues.get('experience', 0)} experiences, "
+                      f"{s.dialogues.get('protective', 0)} protective"),
+        ("words", f"{s.words} ({s.turns_per_dialogue} turns a dialogue, "
+                  f"{s.words_per_turn} words a turn)"),
+        ("SFT records", f"{s.sft_records} (train {s.train}, test {s.test})"),
+        ("skipped", f"{s.skipped} dialogues (no turn of {s.name})"),
+        ("thinking turns", str(s.thinking_turns)),
+        ("rejected", _per_stage(s.rejected)),
+        ("failed", ", ".join(f"{stage} {n}" for stage, n in s.failed.items() if n) or "0"),
+    ]
+    out.print(f"{s.name} ({s.character})", markup=False, highlight=False)
+    indent = max(len(label) for label, _ in lines) + 2
+    for label, value in lines:  # wrapped here, under the value column, no padding
+        wrapped = textwrap.wrap(value, max(out.width - indent, 20)) or [""]
+        out.print(f"{label:<{indent}}{wrapped[0]}", *(" " * indent + more for more in wrapped[1:]),
+                  sep="\n", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"wrote {_shown_path(result.folder)}", markup=False, highlight=False)
+
+
+def _per_stage(rejected: dict[str, dict[str, int]]) -> str:
+    """'0', or '5 (scenes: invalid 2; experiences: junk 3)'."""
+    total = sum(n for reasons in rejected.values() for n in reasons.values())
+    parts = [f"{stage}: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+             for stage, reasons in rejected.items() if reasons]
+    return f"{total} ({'; '.join(parts)})" if parts else "0"
+
+
+def _shown_path(path: Path) -> str:
+    """`path` relative to the current folder when it lies below it (short enough to read
+    in a narrow terminal), else as it is."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @app.command()
