@@ -436,22 +436,34 @@ def _short(n: int) -> str:
 # -- models ----------------------------------------------------------------------------
 @app.command()
 def models(
-    check: Annotated[bool, typer.Option(help="check that each model answers")] = True,
+    names: Annotated[list[str] | None, typer.Argument(
+        help="the models to show (default: all)", show_default=False)] = None,
+    check: Annotated[bool, typer.Option(
+        help="check each model: endpoints over HTTP, local models by their files")] = True,
+    load: Annotated[bool, typer.Option(
+        "--load", help="also load each local model and ask it for one token (slow)")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """List the configured models and check that each can be reached."""
+    """List the configured models and check that each can be reached.
+
+    Endpoints are asked for their model list; local models are checked by their files
+    (config and weights, or a GGUF file, and the adapter) without loading them, unless
+    --load."""
     from charforge.llm.registry import check_models
 
+    if load and not check:
+        raise CharforgeError("--load checks the models: drop --no-check")
     ws = _optional_workspace(workspace)
-    with err.status("checking models…") if check else nullcontext():
-        results = check_models(ws.config if ws else None, check=check)
+    doing = "loading and checking models…" if load else "checking models…"
+    with err.status(doing) if check else nullcontext():
+        results = check_models(ws.config if ws else None, names=names, check=check, load=load)
     table = Table("name", "backend", "where", "status")
     for result in results:
         status = ("not checked" if result.ok is None else
                   f"[green]ok[/green] {escape(result.detail)}" if result.ok else
                   f"[red]failed[/red] {escape(result.detail)}")
         label = f"{result.name} (default)" if result.default else result.name
-        table.add_row(label, result.backend, result.where, status)
+        table.add_row(escape(label), escape(result.backend), escape(result.where), status)
     out.print(table)
     if any(result.ok is False for result in results):
         raise typer.Exit(1)

@@ -19,7 +19,13 @@ from charforge.generate.experiences import ExperienceStage
 from charforge.generate.protective import ProtectiveStage
 from charforge.generate.scenes import SceneStage
 from charforge.llm.base import ChatModel, Sampling
-from charforge.llm.registry import load_chat_model
+from charforge.llm.registry import (
+    NO_TEACHER_HINT,
+    build_chat_model,
+    describe_chat_model,
+    describe_model,
+    no_teacher_configured,
+)
 from charforge.runner import DryRun, Retry, RunSummary, run_stage
 from charforge.stages import OutputMode, StageOptions, build_stage, stage_class
 
@@ -63,20 +69,29 @@ async def generate_async(
     checked = cls.parse_options(options)
     character = workspace.load_character(character_name)
     if model is None or isinstance(model, str):
-        name = model or workspace.config.default_model
-        chat_model = load_chat_model(name, config=workspace.config)
+        name, entry = workspace.config.entry(model)
+        chat_model = build_chat_model(name, entry)
+        described = describe_model(name, entry)
     else:
         name, chat_model = model.name, model
+        described = describe_chat_model(model)
+    console = console or Console(stderr=True)
     async with chat_model:
         store = workspace.store()
         try:
             stage = build_stage(cls, character, store, options=checked, sampling=sampling,
                                 mode=pick_mode(output_format, chat_model),
                                 templates=workspace.templates())
+            if not dry_run:  # an unreachable teacher fails here, before any task
+                await chat_model.check()
+            # The teacher is always named (a dry run too); the embedded one with a hint.
+            console.print(f"{cls.roles[0]}: {described}", markup=False, highlight=False)
+            if model is None and no_teacher_configured(workspace.config):
+                console.print(NO_TEACHER_HINT, markup=False, highlight=False)
             return await run_stage(
                 store, stage, chat_model, model_names={cls.roles[0]: name},
                 concurrency=concurrency, limit=limit, retry=retry, rerun_stale=rerun_stale,
-                dry_run=dry_run, console=console, show_progress=show_progress,
+                dry_run=dry_run, check=False, console=console, show_progress=show_progress,
                 command=f"generate {stage_name}",
             )
         finally:

@@ -53,6 +53,7 @@ _CONNECTIONS_PER_POOL = 16
 
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
 
 
 class OpenAIConfig(BaseModel):
@@ -75,9 +76,10 @@ class OpenAIConfig(BaseModel):
         "id); part of the model's identity, so changing it redoes the work",
     )
     api_key_env: str | list[str] | None = Field(
-        default="OPENAI_API_KEY",
+        default=None,
         description="environment variable(s) holding the API key; several are used "
-        "round-robin; null for endpoints that need no key",
+        "round-robin; leave out (or null) for endpoints that need no key (vLLM, llama.cpp, "
+        "Ollama); OpenAI's own API defaults to OPENAI_API_KEY",
     )
     timeout_s: float = Field(default=120.0, gt=0, description="seconds allowed per request")
     max_retries: int = Field(default=6, ge=0, le=100, description="retries after a failed try")
@@ -122,7 +124,17 @@ class OpenAIConfig(BaseModel):
                     "base_url is required (or provider: openai for OpenAI's own API)"
                 )
             self.base_url = OPENAI_BASE_URL
+        # OpenAI's own API always wants a key, and the SDK's own variable is the one a user
+        # has already exported. Anywhere else, no api_key_env means no key. Only an omitted
+        # option defaults: an explicit null stays keyless.
+        if "api_key_env" not in self.model_fields_set and self.is_openai:
+            self.api_key_env = OPENAI_KEY_ENV
         return self
+
+    @property
+    def is_openai(self) -> bool:
+        """True when the endpoint is OpenAI's own API."""
+        return urlsplit(self.url).hostname == urlsplit(OPENAI_BASE_URL).hostname
 
     @property
     def url(self) -> str:
@@ -290,7 +302,8 @@ class OpenAIChatModel(ChatModelBase):
         self.name = name or config.model
         self.supports_json_schema = config.supports_json_schema
         self.stats = ModelStats()
-        self._keys = read_keys(self.name, config.api_key_env)
+        self._keys = read_keys(self.name, config.api_key_env,
+                               keyless_allowed=not config.is_openai)
         redact_from_logs(self._keys)
         self._clients: dict[tuple[int, int], openai.AsyncOpenAI] = {}
         self._pools = max(1, math.ceil(config.max_concurrency / _CONNECTIONS_PER_POOL))
@@ -459,8 +472,16 @@ class OpenAIChatModel(ChatModelBase):
         status = error.status_code
         retryable = status in _RETRYABLE_STATUSES or status >= 500
         detail = _one_line(self._keys.redact(f"HTTP {status}: {_server_message(error)}"))
+        detail += self._auth_hint(status)
         retry_after = retry_after_seconds(error.response.headers) if retryable else None
         return _AttemptFailed(detail, retryable=retryable, retry_after_s=retry_after)
+
+    def _auth_hint(self, status: int) -> str:
+        """For a keyless model refused with 401: where its key goes."""
+        if status != 401 or self.config.api_key_env is not None:
+            return ""
+        return (f" (model {self.name!r} sends no key: set api_key_env to the environment "
+                "variable that holds one)")
 
     def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
         """Seconds to wait before retry number `attempt + 1`: the server's
@@ -485,6 +506,7 @@ class OpenAIChatModel(ChatModelBase):
         except openai.APIStatusError as exc:
             raise self._error(
                 f"{url} answered HTTP {exc.status_code}: {_server_message(exc)}"
+                f"{self._auth_hint(exc.status_code)}"
             ) from None
         except openai.APITimeoutError as exc:
             why = _refusal(exc) or f"timed out after {self.config.timeout_s:g}s"

@@ -14,7 +14,8 @@ import weakref
 from charforge.errors import MissingAPIKeyError
 
 NO_KEY_PLACEHOLDER = "no-key-needed"
-"""Sent as the API key to endpoints configured with `api_key_env: null`."""
+"""Sent as the API key to keyless endpoints (no `api_key_env`, or `api_key_env: null`):
+the SDK insists on some key, and local servers ignore it."""
 
 _REDACTED_LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "aiohttp",
                      "charforge.llm")
@@ -97,7 +98,12 @@ def redact_from_logs(ring: KeyRing) -> None:
             target.addFilter(_REDACTOR)
 
 
-def read_keys(model_name: str, api_key_env: str | list[str] | None) -> KeyRing:
+def read_keys(model_name: str, api_key_env: str | list[str] | None, *,
+              keyless_allowed: bool = True) -> KeyRing:
+    """The keys named by `api_key_env`, read from the environment now; None means a
+    keyless endpoint. A variable unset or empty raises `MissingAPIKeyError`, whose one
+    line says how to fix it: export it, or (where the endpoint may need no key, i.e.
+    `keyless_allowed`) declare the model keyless."""
     if api_key_env is None:
         return KeyRing([NO_KEY_PLACEHOLDER], secret=False)
     names = [api_key_env] if isinstance(api_key_env, str) else api_key_env
@@ -106,9 +112,12 @@ def read_keys(model_name: str, api_key_env: str | list[str] | None) -> KeyRing:
         value = os.environ.get(variable, "").strip()
         if not value:
             state = "is empty" if variable in os.environ else "is not set"
+            fix = "export it (the key is never stored in files)"
+            if keyless_allowed:
+                fix += (f", or remove api_key_env from model {model_name!r} in "
+                        "charforge.yaml if the endpoint needs no key")
             raise MissingAPIKeyError(
-                f"model {model_name!r}: environment variable {variable} {state}; "
-                "export it (the key is never stored in files)"
+                f"model {model_name!r}: environment variable {variable} {state}; {fix}"
             )
         keys.append(value)
     return KeyRing(keys, secret=True)
