@@ -56,10 +56,14 @@ def dialogue_json(prompt: str, main: str = "Beethoven") -> str:
     return json.dumps({
         "background": f"{main} and {visitor} meet in a quiet room in Vienna at dusk.",
         "turns": [
-            {"speaker": visitor, "action": "speaking", "content": "Have you heard the news?"},
-            {"speaker": main, "action": "thinking", "content": "More gossip from the court."},
-            {"speaker": main, "action": "speaking", "content": "Speak louder, my ears fail me."},
-            {"speaker": visitor, "action": "speaking", "content": "The Archduke will come."},
+            {"speaker": visitor, "action": "speaking",
+             "content": "Have you heard the news from the palace this morning?"},
+            {"speaker": main, "action": "thinking",
+             "content": "More gossip from the court, as if I had time for it."},
+            {"speaker": main, "action": "speaking",
+             "content": "Speak louder, my ears fail me more every winter."},
+            {"speaker": visitor, "action": "speaking",
+             "content": "The Archduke will come to hear the new trio himself."},
         ],
     })
 

@@ -141,7 +141,9 @@ def test_a_store_from_before_task_keys_keeps_working(tmp_path):
         ws = teacher_workspace(tmp_path / "ws", server.base_url)
         with sqlite3.connect(ws.root / "charforge.db") as conn:
             conn.executescript((DATA / "store-0001.sql").read_text())
-        for stage, options in (("scenes", {"prompts": 4, "scenes_per_prompt": 3}),
+        # That release drew scene windows at random, as the seed does (`windows: random`).
+        old_scenes = {"prompts": 4, "scenes_per_prompt": 3, "windows": "random"}
+        for stage, options in (("scenes", old_scenes),
                                ("experiences", {}), ("protective", {"count": 3})):
             summary = generate(ws, "beethoven", stage, options=options, **QUIET)
             assert summary.finished == 0, stage
@@ -157,8 +159,8 @@ def test_a_store_from_before_task_keys_keeps_working(tmp_path):
             "scenes": (4, 4), "experiences": (12, 11), "protective": (3, 2)}
         assert rows["scenes"].stale_reasons == [LEGACY]
 
-        redo = generate(ws, "beethoven", "scenes", rerun_stale=True,
-                        options={"prompts": 4, "scenes_per_prompt": 3}, **QUIET)
+        redo = generate(ws, "beethoven", "scenes", rerun_stale=True, options=old_scenes,
+                        **QUIET)
         assert redo.done == 4 and len(server.chat_requests) == 4
         url = server.base_url
     rows = {row.stage: row for row in workspace_status(ws)}
@@ -166,8 +168,7 @@ def test_a_store_from_before_task_keys_keeps_working(tmp_path):
     with ws.store() as store:
         settings = store.run_settings(redo.run_id)
     assert settings["models"]["teacher"]["identity"]["base_url"] == url
-    assert settings["options"] == {"prompts": 4, "scenes_per_prompt": 3, "context_words": 300,
-                                   "seed": 0}
+    assert settings["options"] == {**old_scenes, "context_words": 300, "seed": 0}
     assert "api_key" not in json.dumps(settings)
 
 

@@ -89,6 +89,11 @@ class Character(BaseModel):
         name, lower case, accents dropped, safe in any file system."""
         return slugify(self.short_name)
 
+    def profile_or_knowledge(self) -> list[str]:
+        """What the teacher's scenes are drawn from: the profile paragraphs, else (a
+        PersLLM import has none) the knowledge passages, in order."""
+        return list(self.profile) or [passage.text for passage in self.knowledge]
+
     def stage(self, label: str) -> Stage:
         for stage in self.stages:
             if stage.label == label:

@@ -14,6 +14,8 @@ RejectionReason = Literal[
     "no_background",  # an experience without its background paragraph
     "truncated",  # the teacher stopped at max_tokens
     "junk",  # schema-valid but not language: repeats, fragments, non-words
+    "one_speaker",  # a dialogue in which nobody answers the main character
+    "copied",  # shares a long run of words with the prompt's own example
 ]
 
 

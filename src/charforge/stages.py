@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from charforge.character import Character
 from charforge.errors import CharforgeError, StageOptionsError, first_problem
 from charforge.llm.base import ChatMessage, Completion, Sampling
+from charforge.llm.grammar import HINTS_KEY
 from charforge.parse import response_format, truncation_check
 from charforge.parse.schemas import schema_fingerprint
 from charforge.prompts import PROMPTS, Templates, templates_for
@@ -159,11 +160,19 @@ class TaskStage(ABC):
         """The model a JSON answer must match; narrow it per task by overriding."""
         return self.Output
 
+    def decoding_hints(self, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Lengths a local grammar may hold a small model to (`HINTS_KEY` in
+        charforge.llm.grammar): words per string property, items per list. Endpoints
+        never see them."""
+        return None
+
     def response_format(self, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
         model = self.output_model(inputs)
         if self.mode != "json" or model is None:
             return None
-        return response_format(model, model.__name__ if model is not self.Output else self.name)
+        form = response_format(model, model.__name__ if model is not self.Output else self.name)
+        hints = self.decoding_hints(inputs)
+        return {**form, HINTS_KEY: hints} if hints else form
 
     # -- running -----------------------------------------------------------------------
     def render(self, template: str, task: TaskRow, **values: Any) -> str:

@@ -49,6 +49,7 @@ from charforge.tasks import (
     TurnAnswered,
     WriteOp,
     canonical,
+    ordered_json,
 )
 
 DB_NAME = "charforge.db"
@@ -258,7 +259,7 @@ class Store:
                 [(s.id, s.key, s.config.fingerprint, s.character, s.stage, s.config.template,
                   s.config.template_version, s.config.model_names,
                   canonical({r: m.model_dump() for r, m in s.config.models.items()}),
-                  s.config.prompt_fp, s.config.output_fp, canonical(s.params),
+                  s.config.prompt_fp, s.config.output_fp, ordered_json(s.params),
                   canonical(s.inputs), now, now) for s in fresh])
             db.executemany("INSERT OR IGNORE INTO lineage VALUES (?, ?, ?)",
                            [(s.id, t, i) for s in fresh for t, i in s.parents])
@@ -491,6 +492,32 @@ class Store:
             "t.id = j.task_id AND j.round = t.round WHERE t.status='rejected' AND "
             "t.superseded_by IS NULL AND t.character=? AND t.stage=? ORDER BY t.rowid",
             (character, stage))
+
+    def acceptance(self, character: str, stage: str, *,
+                   run_id: str | None = None) -> tuple[int, int]:
+        """(accepted, tries) of a stage over its whole history, or over the rounds one
+        run answered: every answered round of every task, retries and superseded work
+        included. A task done now is one accepted try; each rejected round is one."""
+        answered_in_run = ("AND EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.id "
+                           "AND a.round = {round} AND a.run_id=? AND a.state='answered')")
+        where = "t.character=? AND t.stage=? "
+        args: tuple[Any, ...] = (character, stage, *((run_id,) if run_id else ()))
+        rejected = self._all(
+            "SELECT COUNT(*) FROM rejections j JOIN tasks t ON t.id = j.task_id WHERE "
+            + where + (answered_in_run.format(round="j.round") if run_id else ""), args)[0][0]
+        done = self._all(
+            "SELECT COUNT(*) FROM tasks t WHERE t.status='done' AND "
+            + where + (answered_in_run.format(round="t.round") if run_id else ""), args)[0][0]
+        return done, done + rejected
+
+    def rejections_in_run(self, run_id: str, character: str,
+                          stage: str) -> list[tuple[str, str, str]]:
+        """(task id, reason, detail) of the rounds a run rejected."""
+        return self._all(
+            "SELECT j.task_id, j.reason, j.detail FROM rejections j JOIN tasks t ON "
+            "t.id = j.task_id WHERE t.character=? AND t.stage=? AND EXISTS (SELECT 1 FROM "
+            "attempts a WHERE a.task_id = j.task_id AND a.round = j.round AND a.run_id=?) "
+            "ORDER BY j.created_at", (character, stage, run_id))
 
     def completions_of(self, task_id: str, *, all_rounds: bool = False) -> list[tuple[int, str]]:
         """(turn, text) of a task's answers in its current round (or every round)."""

@@ -30,6 +30,12 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+def ordered_json(value: Any) -> str:
+    """Compact JSON with keys in their given order: how a task's parameters are kept, as
+    a JSON schema's property order is the order a model writes them in."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def task_key(character: str, stage: str, inputs: dict[str, Any],
              parents: Sequence[tuple[str, int]]) -> str:
     """The logical work item: which character, which stage, from what. Two tasks with

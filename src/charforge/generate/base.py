@@ -1,31 +1,128 @@
 """What the Experience Reconstruction stages share: the teacher's system prompt, JSON
-or the seed's plain-text layout, and the dialogue stages' parsing."""
+or the seed's plain-text layout, the dialogue stages' parsing and content rules, and
+the decoding hints a local grammar reads."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
 
 from charforge import parse
 from charforge.llm.base import Sampling
-from charforge.parse.schemas import DialogueAnswer
+from charforge.parse.quality import DialogueRules, MainNames, shared_run, word_set
+from charforge.parse.schemas import DialogueAnswer, TurnAnswer, narrowed
+from charforge.records import Rejected
 from charforge.stages import TaskStage
 from charforge.tasks import TaskRow
 
+# A copied example shows up as a long shared run of words.
+COPY_RUN_WORDS = 8
 
-class DialogueStage(TaskStage):
+
+class ExampleStage(TaskStage):
+    """A stage whose prompt shows an example answer: an answer that copies it is
+    rejected ("copied")."""
+
+    example_template: ClassVar[str] = ""
+
+    @classmethod
+    def template_names(cls) -> list[str]:
+        return [*super().template_names(), cls.example_template]
+
+    def check_copy(self, task: TaskRow, text: str) -> None:
+        example = self.render(self.example_template, task)
+        run = shared_run(text, example, COPY_RUN_WORDS)
+        if run:
+            raise Rejected("copied", f"copies the prompt's example: {run!r}")
+
+
+class DialogueStage(ExampleStage):
     """Experiences and protective scenes: the answer is one dialogue."""
 
     Output = DialogueAnswer
-    min_turns: ClassVar[int] = 2
+    example_template = "example_dialogue"
+    # What a reader would accept: 3+ turns from 2+ speakers, lines of real length.
+    rules: ClassVar[DialogueRules] = DialogueRules(min_turns=3, min_speakers=2,
+                                                   min_median_words=8)
+    # How a local grammar holds a small teacher to the prompt's lengths.
+    hints: ClassVar[dict[str, Any]] = {
+        "words": {"background": [12, 90], "content": [6, 70]},
+        "items": {"turns": [4, 12]},
+    }
+
+    def derived(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Values computed from a task's inputs for its prompt: `people`, the others
+        in the scene (an empty list: anybody may speak)."""
+        return {"people": []}
+
+    def render(self, template: str, task: TaskRow, **values: Any) -> str:
+        return super().render(template, task, **{**self.derived(task.inputs), **values})
+
+    def output_model(self, inputs: Mapping[str, Any]) -> type[BaseModel] | None:
+        people = self.derived(inputs)["people"]
+        return dialogue_model((inputs["short_name"], *people)) if people else self.Output
+
+    def decoding_hints(self, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
+        return self.hints
 
     def dialogue_from(self, task: TaskRow, text: str) -> dict[str, Any]:
         read = parse.parse_dialogue_json if task.mode == "json" else parse.parse_dialogue_text
+        rules = self.rules
         dialogue = read(text, main_character=task.inputs["short_name"],
-                        aliases=[task.inputs["name"]], min_turns=self.min_turns)
+                        aliases=[task.inputs["name"]], min_turns=rules.min_turns,
+                        min_speakers=rules.min_speakers,
+                        min_median_words=rules.min_median_words)
+        self.check_copy(task, "\n".join([dialogue.background,
+                                         *(turn.content for turn in dialogue.turns)]))
         return dialogue.model_dump()
+
+
+@cache
+def dialogue_model(speakers: tuple[str, ...]) -> type[BaseModel]:
+    """The dialogue output model with `speaker` limited to `speakers`."""
+    turn = narrowed(TurnAnswer, "TurnAnswerNamed", speaker=Literal[speakers])
+    return narrowed(DialogueAnswer, "DialogueAnswerNamed", turns=list[turn])
+
+
+_LETTER = "a-z\u00C0-\u024F'’-"
+_NAME = re.compile(rf"\b([A-Z][{_LETTER}]+(?: (?:van |von |de |da )?[A-Z][{_LETTER}]+)?)")
+_NOT_NAMES = word_set(
+    "The A An He She They His Her Their It Its This That These Those There Here When While "
+    "After Before During In On At Of For From With By To And But Or As Then Now Later Once "
+    "One Two Three Some Many Several Both All Each Every Another Other Sir Madam Mr Mrs Miss "
+    "Dr Lord Lady King Queen Prince Princess Count Countess Duke Emperor Empress God "
+    "January February March April May June July August September October November "
+    "December Monday Tuesday Wednesday Thursday Friday Saturday Sunday Morning Evening "
+    "Night Day Spring Summer Autumn Winter Scene Chat Debate Discussion Speech Lesson "
+    "Quarrel Rehearsal Negotiation Background Location Type")
+_PLACE_WORDS = word_set("in at to from near into across through around outside inside "
+                        "toward towards via")
+
+
+def people_in(text: str, main_character: str, aliases: tuple[str, ...] = (),
+              limit: int = 3) -> list[str]:
+    """Up to `limit` names of people other than the main character that `text`
+    mentions (capitalised words, not at a sentence start unless they recur)."""
+    names = MainNames(main_character, list(aliases))
+    found: dict[str, int] = {}
+    for match in _NAME.finditer(text):
+        name = match.group(1)
+        first = name.split()[0]
+        before = text[: match.start()].rstrip()
+        sentence_start = not before or before[-1] in ".!?:;\"“"
+        place = before.rsplit(" ", 1)[-1].lower() in _PLACE_WORDS
+        if place or first in _NOT_NAMES or names.is_main(name) or any(
+                names.is_main(word) for word in name.split()):
+            continue
+        found[name] = found.get(name, 0) + (1 if not sentence_start else 0)
+    ranked = [name for name, count in found.items() if count > 0]
+    return ranked[:limit]
 
 
 def teacher_sampling(max_tokens: int) -> Sampling:
     """The teacher's defaults: some variety (T=0.7), the stage's answer length."""
     return Sampling(temperature=0.7, top_p=1.0, max_tokens=max_tokens)
-

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from pydantic import Field
 
-from charforge.generate.base import DialogueStage, teacher_sampling
+from charforge.generate.base import DialogueStage, people_in, teacher_sampling
 from charforge.stages import PlannedTask, Records, StageOptions, register_stage
 from charforge.tasks import TaskRow
 
@@ -32,6 +33,13 @@ class ExperienceStage(DialogueStage):
                 {"context": scene.inputs["context"], "scene": scene.data, "min_words": min_words},
                 parents=((scene.task_id, scene.idx),),
             )
+
+    def derived(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The people the scene names besides the character (a function of the scene,
+        so not part of the task's inputs)."""
+        scene = inputs["scene"]
+        return {"people": people_in(f"{scene['location']}. {scene['background']}",
+                                    inputs["short_name"], (inputs["name"],))}
 
     def parse_answer(self, task: TaskRow, text: str) -> Records:
         dialogue = self.dialogue_from(task, text)

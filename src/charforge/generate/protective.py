@@ -7,13 +7,17 @@ takes one profile paragraph, in order, cycling when more are asked for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from pydantic import Field
 
 from charforge.generate.base import DialogueStage, teacher_sampling
 from charforge.stages import PlannedTask, Records, StageOptions, register_stage
 from charforge.tasks import TaskRow
+
+# Who provokes the character: plain first names, one per scene in turn.
+VISITORS = ("Anna", "Thomas", "Clara", "Samuel", "Maria", "Jonas", "Helena", "Victor")
 
 
 class ProtectiveOptions(StageOptions):
@@ -27,14 +31,17 @@ class ProtectiveStage(DialogueStage):
     user_template = "protective"
     Options = ProtectiveOptions
     sampling = teacher_sampling(1536)
-    min_turns = 2
 
     def plan(self) -> Iterator[PlannedTask]:
-        paragraphs = self.character.profile
+        paragraphs = self.character.profile_or_knowledge()
         for sample in range(self.options.count if paragraphs else 0):
             index = sample % len(paragraphs)
             yield PlannedTask({"context": paragraphs[index], "paragraph": index,
                                "sample": sample})
+
+    def derived(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Who provokes the character: a name taken in turn from `VISITORS`."""
+        return {"people": [VISITORS[int(inputs["sample"]) % len(VISITORS)]]}
 
     def parse_answer(self, task: TaskRow, text: str) -> Records:
         return [("protective", {"dialogue": self.dialogue_from(task, text)})]

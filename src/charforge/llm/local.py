@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,13 @@ from charforge.llm.base import (
     Sampling,
     Usage,
     as_messages,
+)
+from charforge.llm.grammar import (
+    HINTS_KEY,
+    GrammarCompiler,
+    StringPolicy,
+    constrain_strings,
+    schema_of,
 )
 
 
@@ -52,6 +59,11 @@ class LocalConfig(BaseModel):
     )
     adapter: str | None = Field(
         default=None, description="a PEFT (LoRA) adapter folder applied on top of the model"
+    )
+    json_strings: StringPolicy = Field(
+        default="prose",
+        description="JSON answers: free strings decoded as prose (no markup, brackets or line "
+        "breaks) or free",
     )
 
 
@@ -130,6 +142,8 @@ def local_identity(config: LocalConfig) -> dict[str, Any]:
                                 "dtype": config.dtype}
     if config.repetition_penalty != 1.0:
         identity["repetition_penalty"] = config.repetition_penalty
+    if config.json_strings != "prose":
+        identity["json_strings"] = config.json_strings
     if config.adapter:
         adapter = Path(config.adapter).expanduser()
         if not adapter.is_dir():
@@ -138,8 +152,12 @@ def local_identity(config: LocalConfig) -> dict[str, Any]:
     return identity
 
 
+class GenerationStopped(Exception):
+    """Raised inside the model's forward pass when the caller gave up on the answer."""
+
+
 class LocalChatModel(ChatModelBase):
-    supports_json_schema = False
+    supports_json_schema = True
 
     def __init__(self, config: LocalConfig | None = None, *, name: str = "local") -> None:
         self.config = config or LocalConfig()
@@ -151,6 +169,10 @@ class LocalChatModel(ChatModelBase):
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()
         self._identity: dict[str, Any] | None = None
+        self._grammars: GrammarCompiler | None = None
+        # The stop flag of the generation running now (one at a time), checked before
+        # every decoder layer: a cancelled request ends within one layer, prefill too.
+        self._stop: threading.Event | None = None
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any]) -> LocalChatModel:
@@ -194,7 +216,22 @@ class LocalChatModel(ChatModelBase):
             if self.config.adapter:
                 model = self._with_adapter(model)
             model.to(self._device).eval()
+            _hook_layers(model, self._check_stop)
             self._tokenizer, self._model = tokenizer, model
+
+    def _check_stop(self, _module: Any, _args: Any) -> None:
+        stop = self._stop
+        if stop is not None and stop.is_set():
+            raise GenerationStopped
+
+    def grammars(self) -> GrammarCompiler:
+        """The compiled-grammar cache for this model's tokenizer (built on first use)."""
+        with self._load_lock:
+            if self._grammars is None:
+                model, tokenizer = self._model, self._tokenizer
+                vocab = int(model.get_output_embeddings().weight.shape[0])  # logits width
+                self._grammars = GrammarCompiler(tokenizer, vocab)
+            return self._grammars
 
     def _with_adapter(self, model: Any) -> Any:
         from peft import PeftModel
@@ -226,15 +263,17 @@ class LocalChatModel(ChatModelBase):
         *,
         response_format: Mapping[str, Any] | None = None,
     ) -> Completion:
-        if response_format is not None and response_format.get("type") != "text":
-            raise ConfigError(
-                f"model {self.name!r}: the local backend does not constrain output to a "
-                "response_format; use the plain-text output mode"
-            )
+        schema = self._grammar_schema(response_format) if response_format else None
         chat = as_messages(messages)
         sampling = sampling or Sampling()
         started = time.perf_counter()
-        text, finish, usage = await asyncio.to_thread(self._generate, chat, sampling)
+        stop = threading.Event()
+        try:
+            text, finish, usage = await _in_daemon_thread(
+                f"charforge-{self.name}", self._generate, chat, sampling, schema, stop)
+        except asyncio.CancelledError:
+            stop.set()  # the worker thread ends within one decoder layer
+            raise
         completion = Completion(
             text=text,
             finish_reason=finish,
@@ -249,6 +288,16 @@ class LocalChatModel(ChatModelBase):
         await asyncio.to_thread(self.load)
         params = sum(p.numel() for p in self._model.parameters())
         return f"loaded: {params / 1e6:.0f}M parameters on {self._device}"
+
+    def _grammar_schema(self, response_format: Mapping[str, Any]) -> dict[str, Any] | None:
+        try:
+            schema = schema_of(response_format)
+        except ValueError as exc:
+            raise ConfigError(f"model {self.name!r}: {exc}") from None
+        if schema is None or self.config.json_strings == "free":
+            return schema
+        hints = response_format.get(HINTS_KEY) or {}
+        return constrain_strings(schema, hints.get("words"), items=hints.get("items"))
 
     # -- generation (worker thread) -------------------------------------------------
     def _prompt_ids(self, chat: list[ChatMessage]) -> Any:
@@ -265,7 +314,9 @@ class LocalChatModel(ChatModelBase):
         )
         return encoded["input_ids"].to(self._device)
 
-    def _generate(self, chat: list[ChatMessage], sampling: Sampling) -> tuple[str, str, Usage]:
+    def _generate(self, chat: list[ChatMessage], sampling: Sampling,
+                  schema: dict[str, Any] | None = None,
+                  stop_flag: threading.Event | None = None) -> tuple[str, str, Usage]:
         import torch
         from transformers import GenerationConfig
 
@@ -289,14 +340,27 @@ class LocalChatModel(ChatModelBase):
             repetition_penalty=self.config.repetition_penalty,
         )
         with self._generate_lock, torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
-            output = model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                generation_config=config,
-                tokenizer=tokenizer if stop else None,
-            )
+            self._stop = stop_flag or threading.Event()
+            try:
+                if self._stop.is_set():
+                    raise GenerationStopped
+                # Compiled here, one request at a time (a queued copy of the same schema then
+                # finds it cached): seconds of native code no stop flag reaches.
+                processors = ([self.grammars().logits_processor(schema)]
+                              if schema is not None else None)
+                if self._stop.is_set():
+                    raise GenerationStopped
+                if seed is not None:
+                    torch.manual_seed(seed)
+                output = model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    generation_config=config,
+                    tokenizer=tokenizer if stop else None,
+                    logits_processor=processors,
+                )
+            finally:
+                self._stop = None
         new_ids = output[0, input_ids.shape[1] :].tolist()
         text = tokenizer.decode(new_ids, skip_special_tokens=True)
         finish = "length" if len(new_ids) >= max_tokens else "stop"
@@ -322,6 +386,48 @@ def _quiet_progress_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def _in_daemon_thread(name: str, function: Any, *args: Any) -> asyncio.Future[Any]:
+    """`function(*args)` in a daemon thread of its own, as a future of this loop.
+
+    Not the loop's executor: `asyncio.run` and the interpreter's exit wait for its
+    threads, and a step the stop flag cannot reach (a grammar compile in native code,
+    seconds long) would hold an interrupted process that long. A daemon is left to
+    finish on its own; the stop flag ends its generation within one decoder layer."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(result: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled: nobody waits for it any more
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def work() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as exc:
+            result, error = None, exc
+        with suppress(RuntimeError):  # the loop is closed: its caller left long ago
+            loop.call_soon_threadsafe(deliver, result, error)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return future
+
+
+def _hook_layers(model: Any, hook: Any) -> None:
+    """Call `hook` before every block of the model's largest layer list (its decoder
+    layers): the one place a long prefill can be interrupted."""
+    import torch
+
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        return
+    for layer in max(lists, key=len):
+        layer.register_forward_pre_hook(hook)
 
 
 def _ends_with_eos(token: int, eos: int | list[int] | None) -> bool:

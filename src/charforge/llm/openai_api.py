@@ -43,6 +43,7 @@ from charforge.llm.base import (
     Usage,
     as_messages,
 )
+from charforge.llm.grammar import HINTS_KEY
 from charforge.llm.secrets import read_keys, redact_from_logs
 
 logger = logging.getLogger("charforge.llm")
@@ -400,7 +401,9 @@ class OpenAIChatModel(ChatModelBase):
         optional = {
             "stop": list(sampling.stop) or None,
             "seed": sampling.seed,
-            "response_format": None if response_format is None else dict(response_format),
+            # charforge's own decoding hints are for local grammars, never sent.
+            "response_format": None if response_format is None else {
+                k: v for k, v in response_format.items() if k != HINTS_KEY},
         }
         request.update({key: value for key, value in optional.items() if value is not None})
         request.update(self.config.extra_body)

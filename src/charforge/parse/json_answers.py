@@ -10,6 +10,7 @@ from typing import Any
 
 from charforge.parse.quality import (
     SCENE_FIELDS,
+    DialogueRules,
     MainNames,
     RawTurn,
     accept_scenes,
@@ -91,7 +92,8 @@ def _json_turn(item: Any, where: str) -> RawTurn:
 
 
 def parse_dialogue_json(text: str, *, main_character: str, aliases: Sequence[str] = (),
-                        min_turns: int = 2, require_background: bool = True) -> Dialogue:
+                        min_turns: int = 2, require_background: bool = True,
+                        min_speakers: int = 1, min_median_words: int = 0) -> Dialogue:
     """A dialogue from a `DIALOGUE_SCHEMA` answer, checked like the text format."""
     data = _require(_load_json(text), dict, "the answer", ["background", "turns"])
     background = _require(data["background"], str, "background")
@@ -100,4 +102,6 @@ def parse_dialogue_json(text: str, *, main_character: str, aliases: Sequence[str
     if not raw_turns:
         raise Rejected("invalid", "turns is empty")
     return build_dialogue("\n".join(paragraphs(unbold(background))), raw_turns,
-                           MainNames(main_character, aliases), min_turns, require_background)
+                          MainNames(main_character, aliases),
+                          DialogueRules(min_turns, min_speakers, min_median_words,
+                                        require_background))

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 import re
+import statistics
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from charforge.records import Action, Dialogue, Rejected, Scene, Turn
@@ -113,6 +115,30 @@ def junk_reason(text: str) -> str | None:
     if len(tokens) >= 3 and sum(map(_is_non_word, tokens)) * 2 > len(tokens):
         return "mostly non-words"
     return None
+
+
+def word_runs(text: str, size: int) -> Counter[tuple[str, ...]]:
+    """How often each run of `size` words occurs in `text` (lower case, words only)."""
+    words = WORD.findall(text.lower())
+    return Counter(tuple(words[i : i + size]) for i in range(len(words) - size + 1))
+
+
+def shared_run(text: str, reference: str, size: int = 8) -> str | None:
+    """A run of `size` words that `text` shares with `reference`, or None."""
+    if not reference:
+        return None
+    theirs = word_runs(reference, size)
+    for run in word_runs(text, size):
+        if run in theirs:
+            return " ".join(run)
+    return None
+
+
+def repeated_run(text: str, size: int = 6, times: int = 3) -> str | None:
+    """A run of `size` words said `times` or more times anywhere in `text`."""
+    counts = word_runs(text, size)
+    run, count = counts.most_common(1)[0] if counts else ((), 0)
+    return " ".join(run) if count >= times else None
 
 
 # ---------------------------------------------------------------- content cleaning
@@ -263,10 +289,28 @@ def action_of(word: str) -> Action:
     return "thinking" if word.lower() == "thinking" else "speaking"
 
 
+@dataclass(frozen=True)
+class DialogueRules:
+    """What a dialogue needs to be accepted. The defaults read any well-formed dialogue
+    (the seed's own data included); the generating stages ask for more."""
+
+    min_turns: int = 2
+    min_speakers: int = 1
+    min_median_words: int = 0
+    require_background: bool = True
+
+
+def _is_bare_name(words: str) -> bool:
+    """A turn that is only a name or two ("Aristotle", "Karl Holz."): a small teacher's
+    placeholder, not a line."""
+    tokens = words.strip(" .!?,;:").split()
+    return 0 < len(tokens) <= 3 and all(t[:1].isupper() for t in tokens)
+
+
 def build_dialogue(background: str, raw_turns: list[RawTurn], names: MainNames,
-                   min_turns: int, require_background: bool) -> Dialogue:
+                   rules: DialogueRules) -> Dialogue:
     """Shared by text and JSON: names, who may think, cleaning, checks, merging."""
-    if require_background and not background:
+    if rules.require_background and not background:
         raise Rejected("no_background", "no background paragraph before the first turn")
     problem = junk_reason(background) if background else None
     if problem:
@@ -277,14 +321,17 @@ def build_dialogue(background: str, raw_turns: list[RawTurn], names: MainNames,
         name, words = names.display(speaker), clean_content(content, thinking=action == "thinking")
         if action == "thinking" and name != names.main:
             others_thinking += 1
-        elif junk_reason(words):
+        elif junk_reason(words) or (rules.min_median_words and _is_bare_name(words)):
             junk += 1
         else:
             kept.append(Turn(speaker=name, action=action, content=words))
     if junk * 2 > len(raw_turns) - others_thinking:
         raise Rejected("junk", f"{junk} of {len(raw_turns) - others_thinking} turns are junk")
     turns = _merge_same_speaker(kept)
-    _require_turns(turns, names.main, min_turns)
+    _require_turns(turns, names.main, rules)
+    loop = repeated_run("\n".join(t.content for t in turns)) if rules.min_median_words else None
+    if loop:
+        raise Rejected("junk", f"the dialogue repeats itself: {quote(loop)} 3+ times")
     return Dialogue(background=background, turns=turns, dropped_turns=others_thinking + junk)
 
 
@@ -299,10 +346,18 @@ def _merge_same_speaker(turns: list[Turn]) -> list[Turn]:
     return merged
 
 
-def _require_turns(turns: list[Turn], main_character: str, min_turns: int) -> None:
+def _require_turns(turns: list[Turn], main_character: str, rules: DialogueRules) -> None:
     if not any(turn.speaker == main_character for turn in turns):
         who = ", ".join(quote(n, 20) for n, _ in Counter(t.speaker for t in turns).most_common(3))
         raise Rejected("invalid", f"the main character {quote(main_character)} never speaks "
                        f"or thinks (speakers: {who or 'none'})")
-    if len(turns) < min_turns:
-        raise Rejected("too_short", f"{len(turns)} usable turns, fewer than {min_turns}")
+    if len(turns) < rules.min_turns:
+        raise Rejected("too_short", f"{len(turns)} usable turns, fewer than {rules.min_turns}")
+    speakers = {turn.speaker for turn in turns}
+    if len(speakers) < rules.min_speakers:
+        raise Rejected("one_speaker", f"{len(speakers)} speaker(s), fewer than "
+                       f"{rules.min_speakers}: nobody answers")
+    median = statistics.median(len(turn.content.split()) for turn in turns)
+    if median < rules.min_median_words:
+        raise Rejected("too_short", f"a median turn of {median:g} words, fewer than "
+                       f"{rules.min_median_words}")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from charforge.parse.quality import (
+    DialogueRules,
     MainNames,
     RawTurn,
     SceneScan,
@@ -157,7 +158,8 @@ def _background(lines: list[str]) -> str:
 
 
 def parse_dialogue_text(text: str, *, main_character: str, aliases: Sequence[str] = (),
-                        min_turns: int = 2, require_background: bool = True) -> Dialogue:
+                        min_turns: int = 2, require_background: bool = True,
+                        min_speakers: int = 1, min_median_words: int = 0) -> Dialogue:
     """A seed-format experience: ``Background:`` then ``Name (speaking|thinking)`` turns."""
     if not text.strip():
         raise Rejected("empty", "the answer is blank")
@@ -165,8 +167,9 @@ def parse_dialogue_text(text: str, *, main_character: str, aliases: Sequence[str
     first, raw_turns = _read_turns(lines, names)
     if first is None:
         raise Rejected("invalid", "no speaker line like 'Name (speaking)' found")
-    return build_dialogue(_background(lines[:first]), raw_turns, names, min_turns,
-                          require_background)
+    return build_dialogue(_background(lines[:first]), raw_turns, names,
+                          DialogueRules(min_turns, min_speakers, min_median_words,
+                                        require_background))
 
 
 def render_dialogue_text(dialogue: Dialogue) -> str:

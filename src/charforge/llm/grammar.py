@@ -1,0 +1,129 @@
+"""Grammar-constrained JSON for the local backend (xgrammar, CPU or GPU).
+
+A `json_schema` response_format is compiled into a grammar over the model's
+vocabulary, and a logits processor masks every token that would leave it, so the
+answer is schema-valid JSON by construction. Compiled grammars are cached per
+tokenizer and schema (compiling takes about a second).
+
+Small models fill free strings with markup and fragments (FIELD-NOTES), so by
+default the local backend reads every free string of the schema as *prose*: it
+starts with a letter and contains no markup, brackets, quotes, backslashes or line
+breaks; a stage may bound its words and a list's items (`HINTS_KEY`). Strings with
+an `enum`, a `const` or their own `pattern` are left as they are. The portable
+schema sent to endpoints is never changed; this is how the local backend decodes it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, Literal
+
+StringPolicy = Literal["prose", "free"]
+
+HINTS_KEY = "x-charforge-hints"
+"""A key of a `response_format` that only charforge's backends read (the endpoint
+backend drops it before sending): `{"words": {property: [least, most]}, "items":
+{property: [least, most]}}`. A grammar holds a small model to the prompt's lengths
+this way where a portable schema cannot say so."""
+
+# No quotes or backslashes (no JSON escapes to get wrong), no markup or brackets, no
+# line breaks. Unicode letters, digits and ordinary punctuation stay.
+_WORD = r"""[^"\\\n\r\t<>{}\[\]|*#_~`=@^$ ]+"""
+_FIRST = r"""[^"\\\n\r\t<>{}\[\]|*#_~`=@^$ 0-9.,;:!?'()\-]"""
+
+
+def prose_pattern(min_words: int = 1, max_words: int | None = None) -> str:
+    """A regular expression for prose of `min_words` to `max_words` words (no upper
+    bound when None)."""
+    least = max(1, min_words) - 1
+    most = "" if max_words is None else str(max(max_words, least + 1) - 1)
+    head = _FIRST + r"""[^"\\\n\r\t<>{}\[\]|*#_~`=@^$ ]*"""
+    return f"{head}( {_WORD}){{{least},{most}}}"
+
+
+def constrain_strings(schema: Mapping[str, Any], words: Mapping[str, Any] | None = None, *,
+                      items: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`schema` with every free string given the prose pattern. `words` maps a
+    property name to its [least, most] words (most may be null), `items` an array
+    property to its [least, most] number of items."""
+    limits = {name: tuple(bounds) for name, bounds in dict(words or {}).items()}
+    counts = dict(items or {})
+    out = copy.deepcopy(dict(schema))
+
+    def visit(node: Any, name: str | None) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item, name)
+            return
+        if not isinstance(node, dict):
+            return
+        if node.get("type") == "string" and not {"enum", "const", "pattern", "format"} & set(node):
+            node["pattern"] = prose_pattern(*limits.get(name or "", (1, None)))
+        if node.get("type") == "array" and name in counts:
+            least, most = counts[name]
+            node["minItems"], node["maxItems"] = int(least), int(most)
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                for prop, sub in value.items():
+                    visit(sub, prop)
+            elif key in ("items", "anyOf", "oneOf", "allOf", "prefixItems"):
+                visit(value, name)
+            elif key == "$defs" and isinstance(value, dict):
+                visit(list(value.values()), None)
+
+    visit(out, None)
+    return out
+
+
+class GrammarCompiler:
+    """Compiled JSON-schema grammars for one tokenizer, cached by schema text."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, cache_size: int = 64) -> None:
+        import xgrammar
+
+        info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        self._compiler = xgrammar.GrammarCompiler(info)
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = cache_size
+
+    def compile(self, schema: Mapping[str, Any]) -> Any:
+        text = json.dumps(schema)  # key order kept: it is the order of generation
+        with self._lock:
+            if text in self._cache:
+                self._cache.move_to_end(text)
+                return self._cache[text]
+        compiled = self._compiler.compile_json_schema(text, any_whitespace=False,
+                                                      strict_mode=True)
+        with self._lock:
+            self._cache[text] = compiled
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return compiled
+
+    def logits_processor(self, schema: Mapping[str, Any]) -> Any:
+        """A fresh processor (each is good for one `generate` call)."""
+        from xgrammar.contrib.hf import LogitsProcessor
+
+        return LogitsProcessor(self.compile(schema))
+
+
+def schema_of(response_format: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a response_format asks for; None for plain text. `json_object`
+    asks for any JSON object."""
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema")
+        if isinstance(schema, Mapping):
+            return dict(schema)
+    raise ValueError(f"unsupported response_format {kind!r}; use text, json_object or "
+                     "json_schema with a schema")
