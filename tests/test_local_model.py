@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 
 from charforge.errors import ConfigError
 from charforge.llm.base import ChatModel, Sampling
+from charforge.llm.grammar import HINTS_KEY
 from charforge.llm.local import LocalChatModel, LocalConfig
 
 QUESTION = [
@@ -104,9 +106,37 @@ def test_concurrent_chats_all_complete(tiny):
     assert len({r.text for r in results}) == 1  # greedy: same prompt, same answer
 
 
-def test_json_response_format_is_refused_clearly(tiny):
-    with pytest.raises(ConfigError, match="response_format"):
-        chat(tiny, response_format={"type": "json_object"})
+SPEAKERS_SCHEMA = {
+    "type": "object",
+    "properties": {"turns": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"speaker": {"enum": ["Beethoven", "Karl"]},
+                       "action": {"enum": ["thinking", "speaking"]}},
+        "required": ["speaker", "action"], "additionalProperties": False}}},
+    "required": ["turns"], "additionalProperties": False,
+}
+
+
+def test_json_schema_answers_are_valid_even_from_a_random_model(tiny):
+    """A random model left alone writes noise; under the grammar every answer parses and
+    matches the schema (the item bounds come from charforge's hints)."""
+    form = {"type": "json_schema", "json_schema": {"name": "t", "schema": SPEAKERS_SCHEMA},
+            HINTS_KEY: {"items": {"turns": [2, 3]}}}
+    for seed in range(3):
+        completion = chat(tiny, response_format=form, temperature=1.0, max_tokens=400, seed=seed)
+        assert completion.finish_reason == "stop", completion.text
+        data = json.loads(completion.text)
+        assert 2 <= len(data["turns"]) <= 3, completion.text
+        for turn in data["turns"]:
+            assert turn["speaker"] in ("Beethoven", "Karl") and set(turn) == {"speaker", "action"}
+    plain = chat(tiny, temperature=1.0, max_tokens=40, seed=0)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(plain.text)
+
+
+def test_unsupported_response_format_is_one_clear_line(tiny):
+    with pytest.raises(ConfigError, match="unsupported response_format 'grammar'"):
+        chat(tiny, response_format={"type": "grammar"})
 
 
 @pytest.mark.parametrize(

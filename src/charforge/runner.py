@@ -69,6 +69,11 @@ class RunSummary:
     rejection_reasons: dict[str, int] = field(default_factory=dict)
     plan: PlanCounts = field(default_factory=PlanCounts)
     run_id: str = ""
+    # Filled in by `generate`: the answered rounds of this run that were accepted (a
+    # repair request is part of its round), and what the stage says about its output.
+    accepted_tries: int = 0
+    tries: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> int:

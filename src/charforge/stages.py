@@ -174,6 +174,15 @@ class TaskStage(ABC):
         hints = self.decoding_hints(inputs)
         return {**form, HINTS_KEY: hints} if hints else form
 
+    def nothing_to_do(self) -> str | None:
+        """Why this stage can plan no task at all for its character (e.g. no profile,
+        no scenes yet), in a sentence with what to do about it; None when it can."""
+        return None
+
+    def report(self) -> list[str]:
+        """Lines about the stage's output so far, printed after a run (e.g. coverage)."""
+        return []
+
     # -- running -----------------------------------------------------------------------
     def render(self, template: str, task: TaskRow, **values: Any) -> str:
         return self.templates.render(template, json=task.mode == "json", **task.inputs,

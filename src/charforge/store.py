@@ -208,8 +208,9 @@ class Store:
     def plan(self, specs: Iterable[TaskSpec], *, rerun_stale: bool = False,
              batch: int = 500) -> PlanCounts:
         """Store the tasks of a plan, streaming (never all in memory): new ones are added;
-        a known key under another config is replaced when it never started, else counted
-        stale and queued only with `rerun_stale`."""
+        a known key under another config is replaced when it has nothing to keep (never
+        asked, rejected or failed), else counted stale and queued only with
+        `rerun_stale`."""
         counts = PlanCounts()
         chunk: list[TaskSpec] = []
         for spec in specs:
@@ -239,9 +240,12 @@ class Store:
                     counts.known += 1
                     continue
                 others = [(i, s) for i, s in same_key.get(spec.key, ()) if i != spec.id]
-                started = [i for i, s in others if s != "pending"]
+                # Work worth keeping (done) or under way (leased) makes the new config
+                # stale; a task never asked, rejected or failed is replaced at once (its
+                # answers and reasons stay in the history).
+                started = [i for i, s in others if s in ("done", "leased")]
                 for other, _ in others:
-                    if other not in started:  # never asked: replace it now
+                    if other not in started:
                         db.execute("UPDATE tasks SET superseded_by=? WHERE id=?",
                                    (spec.id, other))
                         counts.replaced += 1

@@ -32,6 +32,7 @@ from charforge.dataset.build import (
 )
 from charforge.errors import CharforgeError
 from charforge.files import folder_written_whole
+from charforge.generate.scenes import scene_yield
 from charforge.store import Store
 from charforge.workspace import Workspace
 
@@ -55,6 +56,11 @@ class DatasetStats(BaseModel):
     test: int
     rejected: dict[str, dict[str, int]] = Field(description="stage -> reason -> count")
     failed: dict[str, int]
+    acceptance: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="stage -> accepted and answered tries, all rounds")
+    scenes: dict[str, Any] = Field(
+        default_factory=dict, description="scene answers: asked, kept, short answers, "
+        "profile paragraphs covered by accepted prompts")
 
 
 class DatasetBuild(BaseModel):
@@ -84,6 +90,11 @@ def _stats(store: Store, character: Character, dialogues: dict[str, int], words:
         thinking_turns=thinking, sft_records=sft, skipped=skipped, train=sft - test, test=test,
         rejected={stage: store.rejection_counts(character.slug, stage) for stage in STAGES},
         failed={stage: counts[stage].failed if stage in counts else 0 for stage in STAGES},
+        acceptance={stage: dict(zip(("accepted", "tries"),
+                                    store.acceptance(character.slug, stage), strict=True))
+                    for stage in STAGES},
+        scenes=scene_yield(store, character.slug,
+                           len(character.profile_or_knowledge())).as_dict(),
     )
 
 

@@ -26,6 +26,7 @@ from charforge.llm.registry import (
     describe_model,
     no_teacher_configured,
 )
+from charforge.recipes import Recipe, get_recipe
 from charforge.runner import DryRun, Retry, RunSummary, run_stage
 from charforge.stages import OutputMode, StageOptions, build_stage, stage_class
 
@@ -60,12 +61,22 @@ async def generate_async(
     options: Mapping[str, Any] | StageOptions | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    recipe: str | Recipe | None = None,
 ) -> RunSummary | DryRun:
     """Plan and run one stage for one character. `sampling` overrides the stage's
     defaults (temperature, top_p, max_tokens, ...); `options` are the stage's own,
     checked against its `Options` (an unknown name is an error naming the valid ones).
+    A `recipe` (e.g. "character-llm") supplies both, under what is given explicitly.
     The model, when built here from its name, is closed here."""
     cls = stage_class(stage_name)
+    if recipe is not None:
+        part = get_recipe(recipe).stage(stage_name)
+        given = options.model_dump() if isinstance(options, StageOptions) else options
+        options = {**part.options, **{k: v for k, v in dict(given or {}).items()
+                                      if v is not None}}
+        explicit = sampling.model_dump() if isinstance(sampling, Sampling) else sampling
+        sampling = {**part.sampling, **{k: v for k, v in dict(explicit or {}).items()
+                                        if v is not None}}
     checked = cls.parse_options(options)
     character = workspace.load_character(character_name)
     if model is None or isinstance(model, str):
@@ -82,18 +93,27 @@ async def generate_async(
             stage = build_stage(cls, character, store, options=checked, sampling=sampling,
                                 mode=pick_mode(output_format, chat_model),
                                 templates=workspace.templates())
+            empty = stage.nothing_to_do()
+            if empty:
+                raise CharforgeError(f"nothing to do: {empty}")
             if not dry_run:  # an unreachable teacher fails here, before any task
                 await chat_model.check()
             # The teacher is always named (a dry run too); the embedded one with a hint.
             console.print(f"{cls.roles[0]}: {described}", markup=False, highlight=False)
             if model is None and no_teacher_configured(workspace.config):
                 console.print(NO_TEACHER_HINT, markup=False, highlight=False)
-            return await run_stage(
+            result = await run_stage(
                 store, stage, chat_model, model_names={cls.roles[0]: name},
                 concurrency=concurrency, limit=limit, retry=retry, rerun_stale=rerun_stale,
                 dry_run=dry_run, check=False, console=console, show_progress=show_progress,
                 command=f"generate {stage_name}",
             )
+            if isinstance(result, RunSummary):
+                slug = character.slug
+                result.accepted_tries, result.tries = store.acceptance(
+                    slug, cls.name, run_id=result.run_id)
+                result.notes = stage.report()
+            return result
         finally:
             store.close()
 

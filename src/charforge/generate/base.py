@@ -50,8 +50,8 @@ class DialogueStage(ExampleStage):
                                                    min_median_words=8)
     # How a local grammar holds a small teacher to the prompt's lengths.
     hints: ClassVar[dict[str, Any]] = {
-        "words": {"background": [12, 90], "content": [6, 70]},
-        "items": {"turns": [4, 12]},
+        "words": {"background": [12, 60], "content": [6, 45]},
+        "items": {"turns": [4, 8]},
     }
 
     def derived(self, inputs: Mapping[str, Any]) -> dict[str, Any]:

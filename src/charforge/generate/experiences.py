@@ -34,6 +34,12 @@ class ExperienceStage(DialogueStage):
                 parents=((scene.task_id, scene.idx),),
             )
 
+    def nothing_to_do(self) -> str | None:
+        if next(iter(self.context.reader.records(self.character.slug, "scene")), None):
+            return None
+        return (f"{self.character.short_name} has no scenes yet; run charforge generate "
+                f"scenes {self.character.slug} first")
+
     def derived(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """The people the scene names besides the character (a function of the scene,
         so not part of the task's inputs)."""

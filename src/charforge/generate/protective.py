@@ -39,6 +39,12 @@ class ProtectiveStage(DialogueStage):
             yield PlannedTask({"context": paragraphs[index], "paragraph": index,
                                "sample": sample})
 
+    def nothing_to_do(self) -> str | None:
+        if self.character.profile_or_knowledge():
+            return None
+        return (f"{self.character.short_name} has no profile paragraphs or knowledge passages "
+                "to set protective scenes in")
+
     def derived(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Who provokes the character: a name taken in turn from `VISITORS`."""
         return {"people": [VISITORS[int(inputs["sample"]) % len(VISITORS)]]}

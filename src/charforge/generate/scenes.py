@@ -38,24 +38,28 @@ class SceneOptions(StageOptions):
 
 def plan_windows(lengths: list[int], prompts: int, context_words: int,
                  seed: int) -> list[tuple[int, int]]:
-    """`prompts` windows (first, last paragraph) over paragraphs of `lengths` words:
-    every paragraph is covered before any is covered again."""
+    """`prompts` windows (first, last paragraph) over paragraphs of `lengths` words. A
+    cycle visits the paragraphs not yet shown in a seeded random order; a window runs on
+    from its start while the next paragraph is unshown and fits, so no paragraph is
+    shown twice before every one has been shown once."""
     rng = random.Random(seed)
     windows: list[tuple[int, int]] = []
-    uncovered: list[int] = []
+    shown: set[int] = set()
+    order: list[int] = []
     while len(windows) < prompts and lengths:
-        if not uncovered:
-            uncovered = list(range(len(lengths)))
-            rng.shuffle(uncovered)
-        start = uncovered[0]
-        used, last = 0, start
-        for index in range(start, len(lengths)):
-            if index > start and used + lengths[index] > context_words:
-                break
-            used, last = used + lengths[index], index
+        if not order:
+            shown.clear()
+            order = list(range(len(lengths)))
+            rng.shuffle(order)
+        start = order[0]
+        used, last = lengths[start], start
+        while (last + 1 < len(lengths) and last + 1 not in shown
+               and used + lengths[last + 1] <= context_words):
+            last += 1
+            used += lengths[last]
         windows.append((start, last))
-        shown = set(range(start, last + 1))
-        uncovered = [index for index in uncovered if index not in shown]
+        shown.update(range(start, last + 1))
+        order = [index for index in order if index not in shown]
     return windows
 
 
@@ -83,23 +87,42 @@ class SceneStage(ExampleStage):
         lengths = [len(p.split()) for p in paragraphs]
         if not paragraphs:
             return
+        budget = options.context_words
         if options.windows == "random":
-            starts = random_windows(lengths, options.prompts, options.seed)
-        else:
-            starts = [first for first, _ in plan_windows(lengths, options.prompts,
-                                                         options.context_words, options.seed)]
-        for sample, first in enumerate(starts):
+            windows = [(first, paragraphs_within(paragraphs, first, budget))
+                       for first in random_windows(lengths, options.prompts, options.seed)]
+        else:  # a paragraph longer than the budget is cut at a word boundary
+            windows = [(first, paragraphs[first : last + 1] if last > first
+                        else paragraphs_within(paragraphs, first, budget))
+                       for first, last in plan_windows(lengths, options.prompts, budget,
+                                                       options.seed)]
+        for sample, (first, shown) in enumerate(windows):
             yield PlannedTask({
-                "context": "\n\n".join(paragraphs_within(paragraphs, first,
-                                                         options.context_words)),
+                "context": "\n\n".join(shown),
                 "paragraph": first,
                 "sample": sample,
                 "n_scenes": options.scenes_per_prompt,
             })
 
+    def nothing_to_do(self) -> str | None:
+        if self.character.profile_or_knowledge():
+            return None
+        return (f"{self.character.short_name} has no profile paragraphs or knowledge passages "
+                "to draw scenes from; import a profile (charforge character import)")
+
+    def report(self) -> list[str]:
+        paragraphs = len(self.character.profile_or_knowledge())
+        got = scene_yield(self.context.reader, self.character.slug, paragraphs)
+        lines = [f"profile coverage: {len(got.covered)} of {paragraphs} paragraphs shown in "
+                 f"accepted prompts; {got.kept} scenes kept of {got.asked} asked"]
+        if got.short_answers:
+            lines.append(f"{got.short_answers} of {got.answers} answers held fewer scenes "
+                         "than asked")
+        return lines
+
     def decoding_hints(self, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
         n = int(inputs["n_scenes"])
-        return {"words": {"type": [1, 3], "location": [3, 24], "background": [14, 80]},
+        return {"words": {"type": [1, 3], "location": [3, 20], "background": [14, 60]},
                 "items": {"scenes": [n, n]}}
 
     def parse_answer(self, task: TaskRow, text: str) -> Records:

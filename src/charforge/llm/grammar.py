@@ -30,19 +30,21 @@ backend drops it before sending): `{"words": {property: [least, most]}, "items":
 {property: [least, most]}}`. A grammar holds a small model to the prompt's lengths
 this way where a portable schema cannot say so."""
 
-# No quotes or backslashes (no JSON escapes to get wrong), no markup or brackets, no
-# line breaks. Unicode letters, digits and ordinary punctuation stay.
-_WORD = r"""[^"\\\n\r\t<>{}\[\]|*#_~`=@^$ ]+"""
-_FIRST = r"""[^"\\\n\r\t<>{}\[\]|*#_~`=@^$ 0-9.,;:!?'()\-]"""
+# A word: up to 24 letters (Latin, Greek, Cyrillic), digits, apostrophes and hyphens,
+# then at most one closing punctuation mark. No quotes, backslashes, markup, brackets,
+# slashes or line breaks, so no URL, tag or JSON escape can appear. Text in scripts
+# written without spaces (Chinese, Japanese) needs `json_strings: free`.
+_LETTERS = "A-Za-z\u00C0-\u024F\u0370-\u03FF\u0400-\u04FF"
+_WORD = f"[{_LETTERS}0-9'’-]{{1,24}}[,.;:!?]?"
+_FIRST_WORD = f"[{_LETTERS}][{_LETTERS}0-9'’-]{{0,23}}[,.;:!?]?"
 
 
 def prose_pattern(min_words: int = 1, max_words: int | None = None) -> str:
     """A regular expression for prose of `min_words` to `max_words` words (no upper
-    bound when None)."""
+    bound when None), the first starting with a letter."""
     least = max(1, min_words) - 1
     most = "" if max_words is None else str(max(max_words, least + 1) - 1)
-    head = _FIRST + r"""[^"\\\n\r\t<>{}\[\]|*#_~`=@^$ ]*"""
-    return f"{head}( {_WORD}){{{least},{most}}}"
+    return f"{_FIRST_WORD}( {_WORD}){{{least},{most}}}"
 
 
 def constrain_strings(schema: Mapping[str, Any], words: Mapping[str, Any] | None = None, *,
