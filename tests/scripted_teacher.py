@@ -25,14 +25,20 @@ def _user_text(request: dict[str, Any]) -> str:
     return next(m["content"] for m in request["messages"] if m["role"] == "user")
 
 
+def scene_character(prompt: str) -> str:
+    found = re.search(r"from the life of (.+?) that", prompt)
+    return found.group(1) if found else "Beethoven"
+
+
 def scenes_text(prompt: str) -> str:
     n = int(re.search(r"Imagine (\d+)", prompt).group(1))
+    who = scene_character(prompt)
     blocks = []
     for i in range(1, n + 1):
         place = _pick(PLACES, prompt, i)
         blocks.append(
             f"Scene {i}:\nType: {_pick(TYPES, prompt, i)}\nLocation: {place}\n"
-            f"Background: Beethoven meets {_pick(VISITORS, prompt, i)} at {place.split(',')[0]}. "
+            f"Background: {who} meets {_pick(VISITORS, prompt, i)} at {place.split(',')[0]}. "
             "They talk about music, patrons and the hard winter."
         )
     return "\n\n".join(blocks)
@@ -70,9 +76,10 @@ def dialogue_json(prompt: str, main: str = "Beethoven") -> str:
 
 def scenes_json(prompt: str) -> str:
     n = int(re.search(r"Imagine (\d+)", prompt).group(1))
+    who = scene_character(prompt)
     return json.dumps({"scenes": [
         {"type": _pick(TYPES, prompt, i), "location": _pick(PLACES, prompt, i),
-         "background": f"Beethoven talks with {_pick(VISITORS, prompt, i)} about a new work."}
+         "background": f"{who} talks with {_pick(VISITORS, prompt, i)} about a new work."}
         for i in range(n)
     ]})
 

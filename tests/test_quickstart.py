@@ -155,24 +155,27 @@ def test_characters_import_from_the_shipped_examples(quickstart):
 def test_generation_status_and_dataset_as_the_quickstart_says(quickstart):
     root, ran, _, _ = quickstart
     dry, asked = ran.one("scenes", "--dry-run")
-    assert "8 task(s) to run for scenes" in dry.stdout and asked == 0
-    scenes, asked = ran.one("scenes", "--concurrency")
-    assert "scenes: 8 done, 0 rejected, 0 failed" in scenes.stdout and asked == 8
-    assert "experiences: 40 done, 0 rejected, 0 failed" in ran.one(
-        "experiences", "--concurrency")[0].stdout
-    assert "protective: 20 done, 0 rejected, 0 failed" in ran.one("protective")[0].stdout
+    assert "4 task(s) to run for scenes" in dry.stdout and asked == 0
+    scenes, asked = ran.one("generate", "scenes", "beethoven", "--prompts", "4",
+                            "--scenes-per-prompt", "3", exact=True)
+    assert "scenes: 4 done, 0 rejected, 0 failed" in scenes.stdout and asked == 4
+    assert "accepted 4 of 4 answered tries (100%)" in scenes.stdout
+    assert "experiences: 6 done, 0 rejected, 0 failed" in ran.one(
+        "experiences", "6")[0].stdout
+    assert "protective: 4 done, 0 rejected, 0 failed" in ran.one("protective")[0].stdout
     rows = {row["stage"]: row for row in json.loads(ran.one("status", "--json")[0].stdout)}
     assert {stage: rows[stage]["records"] for stage in rows} == {
-        "scenes": 40, "experiences": 40, "protective": 20}
+        "scenes": 12, "experiences": 6, "protective": 4}
     table = ran.one("status", exact=True)[0].stdout.splitlines()
-    assert table[1].split()[:8] == ["beethoven", "experiences", "40", "0", "0", "0", "0", "40"]
+    assert table[1].split()[:8] == ["beethoven", "experiences", "6", "6", "0", "0", "0", "6"]
     # nothing failed and nothing is stale, so these two ask the teacher nothing
-    assert ran.one("--retry-failed")[1] == 0
+    assert ran.one("--retry-failed")[1] == 2  # --limit 2: two more of the pending scenes
     assert ran.one("--rerun-stale")[1] == 0
+    assert "character-llm:" in ran.one("recipes")[0].stdout
     built = ran.one("dataset", "build")[0].stdout
     assert "wrote datasets/beethoven" in built
     sft = root / "my-project/datasets/beethoven/sft.jsonl"
-    assert len(sft.read_text().splitlines()) == 60
+    assert len(sft.read_text().splitlines()) == 12
 
 
 def test_the_python_snippet_runs_as_written(quickstart):

@@ -11,6 +11,7 @@ start and the paragraphs that fit after it.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,7 +21,9 @@ from pydantic import Field
 from charforge import parse
 from charforge.character import paragraphs_within
 from charforge.generate.base import ExampleStage, teacher_sampling
+from charforge.parse.quality import WORD, MainNames
 from charforge.parse.schemas import ScenesAnswer
+from charforge.records import Rejected
 from charforge.stages import PlannedTask, RecordReader, Records, StageOptions, register_stage
 from charforge.tasks import TaskRow
 
@@ -129,7 +132,16 @@ class SceneStage(ExampleStage):
         read = parse.parse_scenes_json if task.mode == "json" else parse.parse_scenes_text
         scenes = read(text)
         self.check_copy(task, "\n".join(f"{s.location}\n{s.background}" for s in scenes))
-        return [("scene", scene.model_dump()) for scene in scenes]
+        # A scene from the character's life names the character; one that does not is
+        # somebody else's (a small teacher drifts to invented people).
+        names = MainNames(task.inputs["short_name"], [task.inputs["name"]])
+        kept = [scene for scene in scenes
+                if any(names.is_main(re.split("['’]", word)[0]) for word in WORD.findall(
+                    f"{scene.location} {scene.background}"))]
+        if not kept:
+            raise Rejected("junk", f"none of the {len(scenes)} scenes names "
+                           f"{task.inputs['short_name']}")
+        return [("scene", scene.model_dump()) for scene in kept]
 
 
 @dataclass
