@@ -25,15 +25,16 @@ from charforge.llm.local import LocalChatModel, LocalConfig
 from charforge.workspace import Workspace
 
 
-def stage_plan(args: argparse.Namespace) -> list[tuple[str, dict, int, int]]:
-    """(stage, options, max_tokens, task limit) for each stage."""
+def stage_plan(args: argparse.Namespace) -> list[tuple[str, dict, dict, int]]:
+    """(stage, options, sampling, task limit) for each stage; the rest from the `demo`
+    recipe (answer lengths, temperature)."""
     if args.smoke:
-        return [("scenes", {"prompts": 1, "scenes_per_prompt": 1}, 200, 1),
-                ("experiences", {"min_words": 80}, 120, 1),
-                ("protective", {"count": 1}, 120, 1)]
-    return [("scenes", {"prompts": args.scenes, "scenes_per_prompt": 3}, 450, args.scenes),
-            ("experiences", {"min_words": 150}, 600, args.experiences),
-            ("protective", {"count": args.protective}, 500, args.protective)]
+        return [("scenes", {"prompts": 1, "scenes_per_prompt": 1}, {"max_tokens": 200}, 1),
+                ("experiences", {}, {"max_tokens": 120}, 1),
+                ("protective", {"count": 1}, {"max_tokens": 120}, 1)]
+    return [("scenes", {"prompts": args.scenes, "scenes_per_prompt": 3}, {}, args.scenes),
+            ("experiences", {}, {}, args.experiences),
+            ("protective", {"count": args.protective}, {}, args.protective)]
 
 
 def dump_answers(root: Path, out: Path) -> int:
@@ -72,13 +73,16 @@ def main() -> None:
     print(f"workspace {root}; teacher: embedded SmolLM2-135M, repetition penalty "
           f"{args.repetition_penalty}, grammar-constrained JSON")
     totals = []
-    for stage, options, max_tokens, limit in stage_plan(args):
+    for stage, options, sampling, limit in stage_plan(args):
         options = {**options, **({"seed": args.seed} if stage == "scenes" else {})}
         started = time.perf_counter()
         summary = generate(ws, "beethoven", stage, model=model, concurrency=1, limit=limit,
                            options=options, output_format="json", show_progress=False,
-                           sampling={"temperature": 0.7, "max_tokens": max_tokens})
+                           recipe="demo", sampling={**sampling, "seed": args.seed} if
+                           args.seed else sampling)
         seconds = time.perf_counter() - started
+        if summary.interrupted:
+            raise SystemExit(f"{stage}: interrupted; rerun with --workspace {root} to resume")
         with ws.store() as store:
             accepted, tries = store.acceptance("beethoven", stage, run_id=summary.run_id)
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejection_reasons.items()))

@@ -104,12 +104,14 @@ RECIPES: dict[str, Recipe] = {
             description="a taste on the embedded model: 2 scene prompts of 3 scenes, short "
                         "experiences, 2 protective scenes",
             cost="a few minutes on a laptop CPU with the embedded model",
+            # A 135M teacher keeps to the point at a low temperature (0.7 wanders off).
             generation={
                 "scenes": StageRecipe(options={"prompts": 2, "scenes_per_prompt": 3},
-                                      sampling={"max_tokens": 400}),
+                                      sampling={"max_tokens": 450, "temperature": 0.4}),
                 "experiences": StageRecipe(options={"min_words": 150},
-                                           sampling={"max_tokens": 560}),
-                "protective": StageRecipe(options={"count": 2}, sampling={"max_tokens": 480}),
+                                           sampling={"max_tokens": 700, "temperature": 0.4}),
+                "protective": StageRecipe(options={"count": 2},
+                                          sampling={"max_tokens": 700, "temperature": 0.4}),
             },
             training=TrainingRecipe(epochs=1),
         ),

@@ -30,13 +30,19 @@ backend drops it before sending): `{"words": {property: [least, most]}, "items":
 {property: [least, most]}}`. A grammar holds a small model to the prompt's lengths
 this way where a portable schema cannot say so."""
 
-# A word: up to 24 letters (Latin, Greek, Cyrillic), digits, apostrophes and hyphens,
-# then at most one closing punctuation mark. No quotes, backslashes, markup, brackets,
-# slashes or line breaks, so no URL, tag or JSON escape can appear. Text in scripts
-# written without spaces (Chinese, Japanese) needs `json_strings: free`.
-_LETTERS = "A-Za-z\u00C0-\u024F\u0370-\u03FF\u0400-\u04FF"
-_WORD = f"[{_LETTERS}0-9'’-]{{1,24}}[,.;:!?]?"
-_FIRST_WORD = f"[{_LETTERS}][{_LETTERS}0-9'’-]{{0,23}}[,.;:!?]?"
+# A word is written the way prose writes words: an optional capital then lower-case
+# letters ("Vienna", "the", "Beethoven's", "well-known"), a short all-capital word ("I",
+# "USA"), or a number ("1770", "19th", "1800s"); then at most one punctuation mark.
+# Letters are Latin, Greek and Cyrillic. No quotes, backslashes, markup, brackets,
+# slashes or line breaks, so no URL, tag or JSON escape, and no CamelCase run such as
+# "ArtsAndCultureBoysOfMay". Scripts written without spaces (Chinese, Japanese) need
+# `json_strings: free`.
+_UPPER = "A-Z\u00C0-\u00D6\u00D8-\u00DE\u0391-\u03A9\u0400-\u042F"
+_LOWER = "a-z\u00DF-\u00F6\u00F8-\u00FF\u0100-\u017F\u03AC-\u03CE\u0430-\u045F"
+_WORD = (f"([{_UPPER}]?[{_LOWER}]{{1,17}}(['’-][{_LOWER}]{{1,12}})?|[{_UPPER}]{{1,4}}"
+         f"|[0-9]{{1,4}}(st|nd|rd|th|s)?)[,.;:!?]?")
+_FIRST_WORD = (f"([{_UPPER}][{_LOWER}]{{0,17}}(['’-][{_LOWER}]{{1,12}})?|[{_UPPER}]{{1,4}}"
+               f"|[0-9]{{1,4}}(st|nd|rd|th|s)?)[,.;:!?]?")
 
 
 def prose_pattern(min_words: int = 1, max_words: int | None = None) -> str:
