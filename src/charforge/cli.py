@@ -15,10 +15,10 @@ import sqlite3
 import sys
 import textwrap
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -526,6 +526,10 @@ def main() -> None:
     """Console entry point: one-line errors, clean interrupts."""
     try:
         app()  # standalone: usage errors print themselves and exit 2
+    except SystemExit as exc:
+        if exc.code == 130:  # interrupted: what the run got is stored by now
+            _leave_now(130)
+        raise
     except CharforgeError as exc:
         if os.environ.get("CHARFORGE_DEBUG"):
             raise
@@ -533,13 +537,24 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
-        sys.exit(130)
+        _leave_now(130)
     except sqlite3.Error as exc:  # the store failed under a command (disk full, locked, ...)
         if os.environ.get("CHARFORGE_DEBUG"):
             raise
         err.print(f"error: the store (charforge.db) failed: {exc}", markup=False,
                   highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+def _leave_now(code: int) -> NoReturn:
+    """Exit at once, without the interpreter's teardown. An interrupted run has stored
+    what it got and handed its leases back; what may be left is a local model's thread
+    in native code no stop flag reaches (a grammar compile: seconds), which a normal
+    exit waits for."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
