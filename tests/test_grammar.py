@@ -124,3 +124,13 @@ def test_stage_hints_reach_the_grammar_but_never_an_endpoint(tmp_path):
     assert stored[HINTS_KEY] == DialogueStage.hints
     # kept in the schema's own order: the order a model writes the fields in
     assert list(stored["json_schema"]["schema"]["properties"]) == ["background", "turns"]
+
+
+def test_a_lead_makes_the_string_start_with_the_character(grammars):
+    scenes = constrain_strings(
+        {"type": "object", "properties": {"background": {"type": "string"}},
+         "required": ["background"], "additionalProperties": False},
+        {"background": [4, 12]}, leads={"background": "J. S. Bach"})
+    assert accepts(grammars, scenes, '{"background": "J. S. Bach plays the organ."}')
+    assert not accepts(grammars, scenes, '{"background": "Handel plays the organ today."}')
+    assert not accepts(grammars, scenes, '{"background": "J. S. Bach."}')  # 4+ words

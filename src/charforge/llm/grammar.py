@@ -27,8 +27,9 @@ StringPolicy = Literal["prose", "free"]
 HINTS_KEY = "x-charforge-hints"
 """A key of a `response_format` that only charforge's backends read (the endpoint
 backend drops it before sending): `{"words": {property: [least, most]}, "items":
-{property: [least, most]}}`. A grammar holds a small model to the prompt's lengths
-this way where a portable schema cannot say so."""
+{property: [least, most]}, "leads": {property: "first words"}}`. A grammar holds a
+small model to the prompt's lengths and subject this way where a portable schema
+cannot say so."""
 
 # A word is written the way prose writes words: an optional capital then lower-case
 # letters ("Vienna", "the", "Beethoven's", "well-known"), a short all-capital word ("I",
@@ -45,20 +46,33 @@ _FIRST_WORD = (f"([{_UPPER}][{_LOWER}]{{0,17}}(['’-][{_LOWER}]{{1,12}})?|[{_UP
                f"|[0-9]{{1,4}}(st|nd|rd|th|s)?)[,.;:!?]?")
 
 
-def prose_pattern(min_words: int = 1, max_words: int | None = None) -> str:
+def prose_pattern(min_words: int = 1, max_words: int | None = None,
+                  lead: str | None = None) -> str:
     """A regular expression for prose of `min_words` to `max_words` words (no upper
-    bound when None), the first starting with a letter."""
+    bound when None), the first starting with a letter; with `lead`, the prose starts
+    with those words (e.g. the character's name)."""
+    first = _FIRST_WORD
     least = max(1, min_words) - 1
-    most = "" if max_words is None else str(max(max_words, least + 1) - 1)
-    return f"{_FIRST_WORD}( {_WORD}){{{least},{most}}}"
+    if lead:
+        first = "".join(f"\\{c}" if c in _REGEX_SPECIAL else c for c in " ".join(lead.split()))
+        least = max(0, least - len(lead.split()) + 1)
+    most = "" if max_words is None else str(max(max_words - len((lead or "x").split()),
+                                                least))
+    return f"{first}( {_WORD}){{{least},{most}}}"
+
+
+_REGEX_SPECIAL = frozenset(".^$*+?()[]{}|\\")
 
 
 def constrain_strings(schema: Mapping[str, Any], words: Mapping[str, Any] | None = None, *,
-                      items: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      items: Mapping[str, Any] | None = None,
+                      leads: Mapping[str, str] | None = None) -> dict[str, Any]:
     """`schema` with every free string given the prose pattern. `words` maps a
     property name to its [least, most] words (most may be null), `items` an array
-    property to its [least, most] number of items."""
+    property to its [least, most] number of items, `leads` a property to the words
+    its strings start with."""
     limits = {name: tuple(bounds) for name, bounds in dict(words or {}).items()}
+    starts = dict(leads or {})
     counts = dict(items or {})
     out = copy.deepcopy(dict(schema))
 
@@ -70,7 +84,8 @@ def constrain_strings(schema: Mapping[str, Any], words: Mapping[str, Any] | None
         if not isinstance(node, dict):
             return
         if node.get("type") == "string" and not {"enum", "const", "pattern", "format"} & set(node):
-            node["pattern"] = prose_pattern(*limits.get(name or "", (1, None)))
+            node["pattern"] = prose_pattern(*limits.get(name or "", (1, None)),
+                                            lead=starts.get(name or ""))
         if node.get("type") == "array" and name in counts:
             least, most = counts[name]
             node["minItems"], node["maxItems"] = int(least), int(most)

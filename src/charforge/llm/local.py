@@ -298,7 +298,8 @@ class LocalChatModel(ChatModelBase):
         if schema is None or self.config.json_strings == "free":
             return schema
         hints = response_format.get(HINTS_KEY) or {}
-        return constrain_strings(schema, hints.get("words"), items=hints.get("items"))
+        return constrain_strings(schema, hints.get("words"), items=hints.get("items"),
+                                leads=hints.get("leads"))
 
     # -- generation (worker thread) -------------------------------------------------
     def _prompt_ids(self, chat: list[ChatMessage]) -> Any:
