@@ -13,7 +13,7 @@ from charforge.character import Character, Passage
 from charforge.dataset.export import build_dataset
 from charforge.errors import CharforgeError
 from charforge.generate import generate
-from charforge.generate.scenes import plan_windows
+from charforge.generate.scenes import plan_windows, random_windows
 from charforge.parse import parse_dialogue_json
 from charforge.recipes import RECIPES, get_recipe
 from charforge.records import Rejected
@@ -104,8 +104,13 @@ def test_windows_show_every_paragraph_before_any_twice(seed):
 
 def test_twenty_prompts_cover_a_fifty_paragraph_profile_and_stats_say_so(tmp_path):
     """The seed's random draw covered 26 of Socrates' 50 paragraphs with 20 prompts."""
-    paragraphs = [f"Paragraph {i} tells of the year {1770 + i}, " + "words " * 60
-                  for i in range(50)]
+    from charforge.demo import demo_file
+    from charforge.importers import load_character_file
+
+    profile = load_character_file(demo_file("wiki_Beethoven.txt"))[0].profile
+    paragraphs = [f"In {1770 + i}: " + " ".join(profile[i].split()[:60]) for i in range(50)]
+    seeds_way = {i for first in random_windows([62] * 50, 20, 0) for i in range(first, first + 4)}
+    assert len(seeds_way & set(range(50))) < 50  # the random draw leaves paragraphs unseen
     with ScriptedOpenAIServer(responder=answer) as server:
         ws = teacher_workspace(tmp_path / "ws", server.base_url)
         ws.save_character(Character(name="Socrates", short_name="Socrates",

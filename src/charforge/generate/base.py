@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
 from charforge import parse
 from charforge.llm.base import Sampling
-from charforge.parse.quality import DialogueRules, MainNames, shared_run, word_set
+from charforge.parse.quality import (
+    DialogueRules,
+    MainNames,
+    known_share,
+    shared_run,
+    vocabulary,
+    word_set,
+)
 from charforge.parse.schemas import DialogueAnswer, TurnAnswer, narrowed
 from charforge.records import Rejected
 from charforge.stages import TaskStage
@@ -23,11 +30,34 @@ from charforge.tasks import TaskRow
 COPY_RUN_WORDS = 8
 
 
+# An answer whose words are mostly unknown to the profile's language is not usable
+# (SmolLM2's answers against Beethoven's profile: fluent English 0.65-0.81 of words known,
+# its pseudo-German 0.29).
+MIN_KNOWN_SHARE = 0.4
+# Profiles shorter than this say too little about their language to judge by.
+MIN_PROFILE_WORDS = 150
+
+
 class ExampleStage(TaskStage):
     """A stage whose prompt shows an example answer: an answer that copies it is
-    rejected ("copied")."""
+    rejected ("copied"); one written mostly in words foreign to the character's
+    profile is rejected ("junk")."""
 
     example_template: ClassVar[str] = ""
+
+    @cached_property
+    def known_words(self) -> frozenset[str] | None:
+        texts = self.character.profile_or_knowledge()
+        if sum(len(text.split()) for text in texts) < MIN_PROFILE_WORDS:
+            return None
+        return vocabulary(texts)
+
+    def check_language(self, text: str) -> None:
+        known = self.known_words
+        share = known_share(text, known) if known else 1.0
+        if share < MIN_KNOWN_SHARE:
+            raise Rejected("junk", f"only {share:.0%} of its words are in the language of "
+                           "the character's profile")
 
     @classmethod
     def template_names(cls) -> list[str]:
@@ -76,8 +106,9 @@ class DialogueStage(ExampleStage):
                         aliases=[task.inputs["name"]], min_turns=rules.min_turns,
                         min_speakers=rules.min_speakers,
                         min_median_words=rules.min_median_words)
-        self.check_copy(task, "\n".join([dialogue.background,
-                                         *(turn.content for turn in dialogue.turns)]))
+        words = "\n".join([dialogue.background, *(turn.content for turn in dialogue.turns)])
+        self.check_copy(task, words)
+        self.check_language(words)
         return dialogue.model_dump()
 
 

@@ -143,6 +143,7 @@ class SceneStage(ExampleStage):
         if not kept:
             raise Rejected("junk", f"none of the {len(scenes)} scenes names "
                            f"{task.inputs['short_name']}")
+        self.check_language("\n".join(f"{s.location} {s.background}" for s in kept))
         return [("scene", scene.model_dump()) for scene in kept]
 
 

@@ -141,6 +141,34 @@ def repeated_run(text: str, size: int = 6, times: int = 3) -> str | None:
     return " ".join(run) if count >= times else None
 
 
+# The commonest English words, so that a short English profile still knows its language.
+COMMON_WORDS = word_set(
+    "a about after again against all also am an and any are as at be because been before "
+    "being between both but by can could did do does doing down during each even ever every "
+    "few for from further had has have having he her here hers herself him himself his how i "
+    "if in into is it its itself just know let like made make man many may me might more most "
+    "much must my myself never no nor not now of off on once one only or other our ours out "
+    "over own said same say see shall she should so some still such than that the their them "
+    "themselves then there these they this those though through to too under until up upon us "
+    "very was we well were what when where which while who whom why will with would yes yet you "
+    "your yours yourself come came go went tell told think thought want wanted look looked "
+    "time day days year years life work music good great little old new first last long way "
+    "take took give gave find found feel felt seem seemed ask asked friend friends father "
+    "mother son brother sister wife house room night morning evening")
+
+
+def vocabulary(texts: Sequence[str]) -> frozenset[str]:
+    """The lower-case words of `texts` (a character's profile), with `COMMON_WORDS`."""
+    return frozenset(w for text in texts for w in WORD.findall(text.lower())) | COMMON_WORDS
+
+
+def known_share(text: str, known: frozenset[str]) -> float:
+    """The share of `text`'s words found in `known`: low when an answer drifts into
+    another language or into invented words."""
+    words = [w for w in WORD.findall(text.lower()) if len(w) > 1]
+    return sum(w in known for w in words) / len(words) if words else 1.0
+
+
 # ---------------------------------------------------------------- content cleaning
 
 _STAR_ACTION = re.compile(r"(?<!\*)\*(?!\s)[^*\n]{1,100}(?<!\s)\*(?!\*)")
