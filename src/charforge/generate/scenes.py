@@ -126,9 +126,7 @@ class SceneStage(ExampleStage):
     def decoding_hints(self, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
         n = int(inputs["n_scenes"])
         return {"words": {"type": [1, 3], "location": [3, 20], "background": [14, 60]},
-                "items": {"scenes": [n, n]},
-                # each background opens with the character: a small teacher stays on them
-                "leads": {"background": str(inputs["short_name"])}}
+                "items": {"scenes": [n, n]}}
 
     def parse_answer(self, task: TaskRow, text: str) -> Records:
         read = parse.parse_scenes_json if task.mode == "json" else parse.parse_scenes_text
