@@ -20,8 +20,8 @@ from pydantic import Field
 
 from charforge import parse
 from charforge.character import paragraphs_within
-from charforge.generate.base import ExampleStage, teacher_sampling
-from charforge.parse.quality import WORD, MainNames
+from charforge.generate.base import MIN_KNOWN_SHARE, ExampleStage, teacher_sampling
+from charforge.parse.quality import WORD, MainNames, known_share
 from charforge.parse.schemas import ScenesAnswer
 from charforge.records import Rejected
 from charforge.stages import PlannedTask, RecordReader, Records, StageOptions, register_stage
@@ -123,6 +123,14 @@ class SceneStage(ExampleStage):
                          "than asked")
         return lines
 
+    def usable_scene(self, scene: Any, names: MainNames) -> bool:
+        text = f"{scene.location} {scene.background}"
+        if not any(names.is_main(re.split("['’]", word)[0]) for word in WORD.findall(text)):
+            return False
+        known = self.known_words
+        return known is None or all(known_share(field, known) >= MIN_KNOWN_SHARE
+                                    for field in (scene.location, scene.background))
+
     def decoding_hints(self, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
         n = int(inputs["n_scenes"])
         return {"words": {"type": [1, 3], "location": [3, 20], "background": [14, 60]},
@@ -132,16 +140,17 @@ class SceneStage(ExampleStage):
         read = parse.parse_scenes_json if task.mode == "json" else parse.parse_scenes_text
         scenes = read(text)
         self.check_copy(task, "\n".join(f"{s.location}\n{s.background}" for s in scenes))
-        # A scene from the character's life names the character; one that does not is
-        # somebody else's (a small teacher drifts to invented people).
+        # A scene from the character's life names the character (a small teacher drifts to
+        # invented people), and its location and background are in the profile's language.
         names = MainNames(task.inputs["short_name"], [task.inputs["name"]])
-        kept = [scene for scene in scenes
-                if any(names.is_main(re.split("['’]", word)[0]) for word in WORD.findall(
-                    f"{scene.location} {scene.background}"))]
+        kept = [scene for scene in scenes if self.usable_scene(scene, names)]
+        asked = int(task.inputs.get("n_scenes", len(scenes)))
         if not kept:
             raise Rejected("junk", f"none of the {len(scenes)} scenes names "
-                           f"{task.inputs['short_name']}")
-        self.check_language("\n".join(f"{s.location} {s.background}" for s in kept))
+                           f"{task.inputs['short_name']} in the profile's language")
+        if len(kept) * 2 < asked:
+            raise Rejected("too_short", f"{len(kept)} usable scenes of {asked} asked: the "
+                           "answer went off the rails")
         return [("scene", scene.model_dump()) for scene in kept]
 
 
