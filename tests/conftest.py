@@ -66,7 +66,9 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None):
 
 def assert_one_line_error(result, *needles: str) -> None:
     assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
+    # A generate run names its teacher first; the error is then the one line after it.
+    lines = [line for line in result.stderr.strip().splitlines()
+             if not line.startswith("teacher: ")]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert "Traceback" not in result.stderr

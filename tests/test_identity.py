@@ -133,24 +133,16 @@ def test_a_change_redoes_exactly_the_work_that_used_it(tmp_path, tiny_model_dir)
 
 def test_a_store_from_before_task_keys_keeps_working(tmp_path):
     """The store and the data written by the previous release (tests/data, made by commit
-    e17a0c1 with the scripted teacher): upgraded in place, nothing asked again unasked,
-    the same dataset bytes, stale work listed and redone on request."""
+    e17a0c1 with the scripted teacher): upgraded in place with the same dataset bytes,
+    work kept from before never asked again unasked, stale work listed and redone on
+    request."""
     import sqlite3
 
     with ScriptedOpenAIServer(responder=answer) as server:
         ws = teacher_workspace(tmp_path / "ws", server.base_url)
         with sqlite3.connect(ws.root / "charforge.db") as conn:
             conn.executescript((DATA / "store-0001.sql").read_text())
-        # That release drew scene windows at random, as the seed does (`windows: random`).
-        old_scenes = {"prompts": 4, "scenes_per_prompt": 3, "windows": "random"}
-        for stage, options in (("scenes", old_scenes),
-                               ("experiences", {}), ("protective", {"count": 3})):
-            summary = generate(ws, "beethoven", stage, options=options, **QUIET)
-            assert summary.finished == 0, stage
-        assert server.chat_requests == []  # an unchanged rerun asks nothing
-        assert summary.plan.stale == 3  # protective: 2 done and 1 failed, all from before
-
-        build = build_dataset(ws, "beethoven")
+        build = build_dataset(ws, "beethoven")  # the upgrade alone changes no byte
         for name in ("sft", "prompted"):
             assert (build.folder / f"{name}.jsonl").read_bytes() == \
                 (DATA / f"{name}-0001.jsonl").read_bytes(), name
@@ -159,9 +151,25 @@ def test_a_store_from_before_task_keys_keeps_working(tmp_path):
             "scenes": (4, 4), "experiences": (12, 11), "protective": (3, 2)}
         assert rows["scenes"].stale_reasons == [LEGACY]
 
+        # That release drew scene windows at random, as the seed does (`windows: random`).
+        old_scenes = {"prompts": 4, "scenes_per_prompt": 3, "windows": "random"}
+        asked = {}
+        for stage, options in (("scenes", old_scenes),
+                               ("experiences", {}), ("protective", {"count": 3})):
+            summary = generate(ws, "beethoven", stage, options=options, **QUIET)
+            asked[stage] = summary.finished
+        # Work kept from before is not asked again; the experience rejected and the
+        # protective scene failed then had nothing to keep, so they are asked anew.
+        assert asked == {"scenes": 0, "experiences": 1, "protective": 1}
+        assert len(server.chat_requests) == 2
+        assert summary.plan.stale == 2  # protective: the 2 done before
+        rows = {row.stage: row for row in workspace_status(ws)}
+        assert {s: (r.stale, r.superseded) for s, r in rows.items()} == {
+            "scenes": (4, 0), "experiences": (11, 1), "protective": (2, 1)}
+
         redo = generate(ws, "beethoven", "scenes", rerun_stale=True, options=old_scenes,
                         **QUIET)
-        assert redo.done == 4 and len(server.chat_requests) == 4
+        assert redo.done == 4 and len(server.chat_requests) == 6
         url = server.base_url
     rows = {row.stage: row for row in workspace_status(ws)}
     assert (rows["scenes"].stale, rows["scenes"].superseded) == (0, 4)
