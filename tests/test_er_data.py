@@ -34,7 +34,7 @@ def dialogue(*turns: tuple[str, str, str], background: str = "Vienna, a cold roo
 
 def strict(text: str):
     return parse_dialogue_json(text, main_character="Beethoven", min_turns=3, min_speakers=2,
-                               min_median_words=8)
+                               min_median_words=8, main_speaks=True)
 
 
 # -- the content rules -------------------------------------------------------------------
@@ -49,6 +49,9 @@ def test_a_good_dialogue_passes_the_rules():
     (dialogue(("Beethoven", "speaking", LINE), ("Beethoven", "thinking", LINE + " Again."),
               ("Beethoven", "speaking", "And once more I say it to the empty room.")),
      "one_speaker", "nobody answers"),
+    (dialogue(("Beethoven", "thinking", LINE), ("Karl", "speaking", LINE + " Yes."),
+              ("Anna", "speaking", "How much does it cost, and who will pay for the room?")),
+     "invalid", "only thinks and never speaks"),
     (dialogue(("Karl", "speaking", "Yes, uncle."), ("Beethoven", "speaking", "Go away now."),
               ("Karl", "speaking", "I will go.")), "too_short", "median turn of 3 words"),
     (dialogue(("Karl", "speaking", LINE), ("Beethoven", "speaking", LINE + " Now.")),

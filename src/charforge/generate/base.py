@@ -77,7 +77,7 @@ class DialogueStage(ExampleStage):
     example_template = "example_dialogue"
     # What a reader would accept: 3+ turns from 2+ speakers, lines of real length.
     rules: ClassVar[DialogueRules] = DialogueRules(min_turns=3, min_speakers=2,
-                                                   min_median_words=8)
+                                                   min_median_words=8, main_speaks=True)
     # How a local grammar holds a small teacher to the prompt's lengths.
     hints: ClassVar[dict[str, Any]] = {
         "words": {"background": [12, 60], "content": [6, 45]},
@@ -105,7 +105,8 @@ class DialogueStage(ExampleStage):
         dialogue = read(text, main_character=task.inputs["short_name"],
                         aliases=[task.inputs["name"]], min_turns=rules.min_turns,
                         min_speakers=rules.min_speakers,
-                        min_median_words=rules.min_median_words)
+                        min_median_words=rules.min_median_words,
+                        main_speaks=rules.main_speaks)
         words = "\n".join([dialogue.background, *(turn.content for turn in dialogue.turns)])
         self.check_copy(task, words)
         self.check_language(words)
@@ -142,6 +143,7 @@ def people_in(text: str, main_character: str, aliases: tuple[str, ...] = (),
     found: dict[str, int] = {}
     for match in _NAME.finditer(text):
         name = match.group(1)
+        name = re.sub(r"['’]s?$", "", name)  # "Haydn's study": Haydn
         first = name.split()[0]
         before = text[: match.start()].rstrip()
         sentence_start = not before or before[-1] in ".!?:;\"“"

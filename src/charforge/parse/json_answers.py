@@ -93,7 +93,8 @@ def _json_turn(item: Any, where: str) -> RawTurn:
 
 def parse_dialogue_json(text: str, *, main_character: str, aliases: Sequence[str] = (),
                         min_turns: int = 2, require_background: bool = True,
-                        min_speakers: int = 1, min_median_words: int = 0) -> Dialogue:
+                        min_speakers: int = 1, min_median_words: int = 0,
+                        main_speaks: bool = False) -> Dialogue:
     """A dialogue from a `DIALOGUE_SCHEMA` answer, checked like the text format."""
     data = _require(_load_json(text), dict, "the answer", ["background", "turns"])
     background = _require(data["background"], str, "background")
@@ -104,4 +105,4 @@ def parse_dialogue_json(text: str, *, main_character: str, aliases: Sequence[str
     return build_dialogue("\n".join(paragraphs(unbold(background))), raw_turns,
                           MainNames(main_character, aliases),
                           DialogueRules(min_turns, min_speakers, min_median_words,
-                                        require_background))
+                                        require_background, main_speaks))

@@ -326,6 +326,7 @@ class DialogueRules:
     min_speakers: int = 1
     min_median_words: int = 0
     require_background: bool = True
+    main_speaks: bool = False  # not only thinks: the others hear the character
 
 
 def _is_bare_name(words: str) -> bool:
@@ -379,6 +380,10 @@ def _require_turns(turns: list[Turn], main_character: str, rules: DialogueRules)
         who = ", ".join(quote(n, 20) for n, _ in Counter(t.speaker for t in turns).most_common(3))
         raise Rejected("invalid", f"the main character {quote(main_character)} never speaks "
                        f"or thinks (speakers: {who or 'none'})")
+    if rules.main_speaks and not any(turn.speaker == main_character and
+                                     turn.action == "speaking" for turn in turns):
+        raise Rejected("invalid", f"the main character {quote(main_character)} only thinks "
+                       "and never speaks")
     if len(turns) < rules.min_turns:
         raise Rejected("too_short", f"{len(turns)} usable turns, fewer than {rules.min_turns}")
     speakers = {turn.speaker for turn in turns}

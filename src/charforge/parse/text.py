@@ -159,7 +159,8 @@ def _background(lines: list[str]) -> str:
 
 def parse_dialogue_text(text: str, *, main_character: str, aliases: Sequence[str] = (),
                         min_turns: int = 2, require_background: bool = True,
-                        min_speakers: int = 1, min_median_words: int = 0) -> Dialogue:
+                        min_speakers: int = 1, min_median_words: int = 0,
+                        main_speaks: bool = False) -> Dialogue:
     """A seed-format experience: ``Background:`` then ``Name (speaking|thinking)`` turns."""
     if not text.strip():
         raise Rejected("empty", "the answer is blank")
@@ -169,7 +170,7 @@ def parse_dialogue_text(text: str, *, main_character: str, aliases: Sequence[str
         raise Rejected("invalid", "no speaker line like 'Name (speaking)' found")
     return build_dialogue(_background(lines[:first]), raw_turns, names,
                           DialogueRules(min_turns, min_speakers, min_median_words,
-                                        require_background))
+                                        require_background, main_speaks))
 
 
 def render_dialogue_text(dialogue: Dialogue) -> str:
