@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from charforge.demo import demo_file
+from charforge.errors import CharforgeError
 from charforge.generate import generate
 from charforge.llm.local import LocalChatModel, LocalConfig
 from charforge.workspace import Workspace
@@ -28,10 +29,10 @@ from charforge.workspace import Workspace
 def stage_plan(args: argparse.Namespace) -> list[tuple[str, dict, dict, int]]:
     """(stage, options, sampling, task limit) for each stage; the rest from the `demo`
     recipe (answer lengths, temperature)."""
-    if args.smoke:
-        return [("scenes", {"prompts": 1, "scenes_per_prompt": 1}, {"max_tokens": 200}, 1),
-                ("experiences", {}, {"max_tokens": 120}, 1),
-                ("protective", {"count": 1}, {"max_tokens": 120}, 1)]
+    if args.smoke:  # starts, runs every stage once, reports: answers are cut short
+        return [("scenes", {"prompts": 1, "scenes_per_prompt": 1}, {"max_tokens": 24}, 1),
+                ("experiences", {}, {"max_tokens": 24}, 1),
+                ("protective", {"count": 1}, {"max_tokens": 24}, 1)]
     return [("scenes", {"prompts": args.scenes, "scenes_per_prompt": 3}, {}, args.scenes),
             ("experiences", {}, {}, args.experiences),
             ("protective", {"count": args.protective}, {}, args.protective)]
@@ -76,10 +77,15 @@ def main() -> None:
     for stage, options, sampling, limit in stage_plan(args):
         options = {**options, **({"seed": args.seed} if stage == "scenes" else {})}
         started = time.perf_counter()
-        summary = generate(ws, "beethoven", stage, model=model, concurrency=1, limit=limit,
-                           options=options, output_format="json", show_progress=False,
-                           recipe="demo", sampling={**sampling, "seed": args.seed} if
-                           args.seed else sampling)
+        try:
+            summary = generate(ws, "beethoven", stage, model=model, concurrency=1,
+                               limit=limit, options=options, output_format="json",
+                               show_progress=False, recipe="demo",
+                               sampling={**sampling, "seed": args.seed} if args.seed
+                               else sampling)
+        except CharforgeError as exc:  # e.g. no scene accepted to build experiences on
+            print(f"{stage:12} {exc}")
+            continue
         seconds = time.perf_counter() - started
         if summary.interrupted:
             raise SystemExit(f"{stage}: interrupted; rerun with --workspace {root} to resume")
