@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from charforge.errors import CharforgeError
+from charforge.roleplay import ASK_SAMPLING  # the `ask` defaults, shared with the demo
 
 if TYPE_CHECKING:
     from charforge.dataset.export import DatasetBuild
@@ -195,6 +196,10 @@ def _generate(
     max_tokens: Annotated[int | None, typer.Option(
         min=1, help="longest answer, in tokens (default: the stage's)",
         show_default=False)] = None,
+    recipe: Annotated[str | None, typer.Option(
+        help="defaults for the stage's options and sampling from a recipe: character-llm "
+        "(the seed's scale), default or demo; options given here win (charforge recipes)",
+        show_default=False)] = None,
     workspace: WorkspaceOption = None,
     **stage_options: Any,
 ) -> None:
@@ -219,7 +224,7 @@ def _generate(
         _workspace(workspace), character, stage.value, model=model, concurrency=concurrency,
         limit=limit, retry=retry, rerun_stale=rerun_stale, dry_run=dry_run, output_format=fmt,
         sampling={"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens},
-        options=options, console=err,
+        options=options, console=err, recipe=recipe,
     )
     if isinstance(result, DryRun):
         out.print(f"{result.tasks} task(s) to run for {stage.value}")
@@ -286,6 +291,11 @@ def _report_run(stage: str, result: RunSummary) -> None:
         f"{result.elapsed_s:.1f} s; tokens {result.prompt_tokens} in, "
         f"{result.completion_tokens} out"
     )
+    if result.tries:
+        out.print(f"accepted {result.accepted_tries} of {result.tries} answered tries "
+                  f"({result.accepted_tries / result.tries:.0%})")
+    for note in result.notes:
+        out.print(note, markup=False, highlight=False)
     plan = result.plan
     if plan.stale > plan.stale_queued:
         left = plan.stale - plan.stale_queued
@@ -303,18 +313,26 @@ def _report_run(stage: str, result: RunSummary) -> None:
 @dataset_app.command("build")
 def dataset_build(
     character: CharacterArg,
-    preset: Annotated[str, typer.Option(
-        help="system prompt: charforge (ours) or character-llm (the released checkpoints' "
-        "meta prompt)")] = "charforge",
-    test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9,
-                                                 help="share of dialogues held out")] = 0.0,
+    preset: Annotated[str | None, typer.Option(
+        help="system prompt: charforge (ours, the default) or character-llm (the released "
+        "checkpoints' meta prompt)", show_default=False)] = None,
+    test_fraction: Annotated[float | None, typer.Option(
+        min=0.0, max=0.9, help="share of dialogues held out (default 0)",
+        show_default=False)] = None,
+    recipe: Annotated[str | None, typer.Option(
+        help="defaults for --preset and --test-fraction from a recipe (charforge recipes)",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the statistics as JSON, "
                                           "for scripts")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Experiences + protective scenes -> SFT chat records, prompted records, statistics."""
     from charforge.dataset.export import build_dataset
+    from charforge.recipes import get_recipe
 
+    part = get_recipe(recipe).dataset
+    preset = preset or part.meta_prompt
+    test_fraction = part.test_fraction if test_fraction is None else test_fraction
     if preset not in ("charforge", "character-llm"):
         raise CharforgeError(f"unknown preset {preset!r}; use charforge or character-llm")
     ws = _workspace(workspace)
@@ -433,6 +451,23 @@ def _short(n: int) -> str:
     return str(n)
 
 
+# -- recipes ---------------------------------------------------------------------------
+@app.command()
+def recipes(
+    name: Annotated[str | None, typer.Argument(help="one recipe, in full (JSON)")] = None,
+) -> None:
+    """The named recipes (settings for every step, e.g. Character-LLM's scale) and their
+    cost."""
+    from charforge.recipes import RECIPES, get_recipe
+
+    if name is not None:
+        print(get_recipe(name).model_dump_json(indent=2))
+        return
+    for recipe in RECIPES.values():
+        out.print(f"[bold]{recipe.name}[/bold]: {escape(recipe.description)}")
+        out.print(f"  cost: {escape(recipe.cost)}", highlight=False)
+
+
 # -- models ----------------------------------------------------------------------------
 @app.command()
 def models(
@@ -476,21 +511,23 @@ def ask(
     character: Annotated[str | None, typer.Option("--character", "-c",
                                                   help="answer as this character")] = None,
     system: Annotated[str | None, typer.Option(help="system message (without --character)")] = None,
-    max_tokens: Annotated[int, typer.Option(min=1, help="longest answer, in tokens")] = 256,
-    temperature: Annotated[float, typer.Option(min=0.0, max=2.0,
-                                               help="sampling temperature (0 = greedy)")] = 0.2,
+    max_tokens: Annotated[int, typer.Option(min=1, help="longest answer, in tokens")] = (
+        ASK_SAMPLING.max_tokens),
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="sampling temperature "
+                                               "(0 = greedy)")] = ASK_SAMPLING.temperature,
     seed: Annotated[int | None, typer.Option(help="sampling seed, for repeatable answers")] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Ask a model one question (optionally in character) and print the answer."""
-    from charforge.llm.base import Sampling
     from charforge.llm.registry import load_chat_model
     from charforge.roleplay import ask as ask_model
+    from charforge.roleplay import ask_sampling
 
     ws = _workspace(workspace) if character else _optional_workspace(workspace)
     who = ws.load_character(character) if character and ws else None
     chat_model = load_chat_model(model, config=ws.config if ws else None)
-    sampling = Sampling(temperature=temperature, max_tokens=max_tokens, seed=seed)
+    sampling = ask_sampling(in_character=who is not None, temperature=temperature,
+                            max_tokens=max_tokens, seed=seed)
     with err.status(f"asking {chat_model.name}…"):
         completion = ask_model(question, chat_model, character=who, system=system,
                                sampling=sampling)

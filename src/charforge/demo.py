@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.panel import Panel
 
 from charforge.errors import CharforgeError
-from charforge.llm.base import Sampling
-from charforge.llm.local import LocalChatModel, LocalConfig
-from charforge.roleplay import question_messages
+from charforge.llm.local import LocalChatModel
+from charforge.llm.registry import BUILTIN_MODELS, DEFAULT_MODEL
+from charforge.roleplay import ask_sampling, question_messages
 from charforge.workspace import Workspace
 
 DEMO_PROFILE = "wiki_Beethoven.txt"
@@ -43,11 +43,13 @@ def run_demo(
     workspace_path: str | Path,
     *,
     questions: int = 2,
-    max_tokens: int = 120,
+    max_tokens: int | None = None,
     generation: bool = True,
     console: Console | None = None,
 ) -> list[tuple[str, str]]:
-    """Run the demo; return the (question, answer) pairs it printed."""
+    """Run the demo; return the (question, answer) pairs it printed. The interview
+    asks like `charforge ask` does: the built-in smollm2 and `ASK_SAMPLING` (with
+    seed 0, and `max_tokens` when given)."""
     console = console or Console()
     workspace = Workspace.init(workspace_path)
     names = {c.short_name for c in workspace.characters()}
@@ -61,8 +63,8 @@ def run_demo(
             f"into {workspace.character_dir(character)}"
         )
 
-    # A mild repetition penalty keeps the 135M model from looping on one phrase.
-    model = LocalChatModel(LocalConfig(repetition_penalty=1.2), name="smollm2")
+    model = LocalChatModel.from_config(DEFAULT_MODEL, BUILTIN_MODELS[DEFAULT_MODEL].options())
+    sampling = ask_sampling(max_tokens=max_tokens, seed=0)
     started = time.perf_counter()
     with console.status("loading the embedded SmolLM2-135M-Instruct (the first run converts "
                         "its GGUF file to a safetensors cache, ~30 s)…"):
@@ -71,11 +73,9 @@ def run_demo(
 
     answers = []
     for number, question in enumerate(interview_questions(questions), start=1):
-        messages = question_messages(character, question, max_profile_words=250)
+        messages = question_messages(character, question)
         with console.status(f"question {number}/{questions}: generating…"):
-            completion = asyncio.run(
-                model.chat(messages, Sampling(temperature=0.2, max_tokens=max_tokens, seed=0))
-            )
+            completion = asyncio.run(model.chat(messages, sampling))
         rate = completion.usage.completion_tokens / max(completion.latency_s, 1e-9)
         cut = " · cut at max_tokens" if completion.truncated else ""
         console.print(
@@ -96,40 +96,48 @@ def run_demo(
     return answers
 
 
-# Small enough to finish in a few minutes on a laptop CPU at ~15 tokens/s.
-DEMO_STAGES = [
-    ("scenes", {"prompts": 2, "scenes_per_prompt": 3}, 320),
-    ("experiences", {"min_words": 200}, 360),
-    ("protective", {"count": 1}, 300),
-]
+# The `demo` recipe (charforge.recipes) sets each stage's counts and answer lengths;
+# these are the tasks run now, small enough for a few minutes at ~15 tokens/s.
+DEMO_LIMITS = {"scenes": 2, "experiences": 3, "protective": 2}
 
 
 def run_small_generation(
     workspace: Workspace, character: str, model: LocalChatModel, console: Console
 ) -> None:
-    """Experience Reconstruction on the embedded teacher, resumable like any run."""
+    """Experience Reconstruction on the embedded teacher, resumable like any run. A rerun
+    asks the rejected tasks again, so each run of the demo adds what it can."""
     from charforge.dataset.export import build_dataset
     from charforge.generate import generate
 
     console.rule("Experience Reconstruction with the embedded teacher")
-    for stage, options, max_tokens in DEMO_STAGES:
-        summary = generate(
-            workspace, character, stage, model=model, concurrency=1, options=options,
-            sampling={"temperature": 0.7, "max_tokens": max_tokens}, console=console,
-            limit=2,
-        )
+    for stage, limit in DEMO_LIMITS.items():
+        try:
+            summary = generate(workspace, character, stage, model=model, concurrency=1,
+                               recipe="demo", retry="rejected", console=console, limit=limit)
+        except CharforgeError as exc:  # e.g. no scenes were accepted to build upon
+            console.print(f"{stage}: {exc}", markup=False, highlight=False)
+            continue
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.rejection_reasons.items()))
-        console.print(
-            f"{stage}: {summary.done} accepted, {summary.rejected} rejected"
-            f"{f' ({reasons})' if reasons else ''}, {summary.failed} failed"
-        )
+        share = (f" ({summary.accepted_tries / summary.tries:.0%} of {summary.tries} tries)"
+                 if summary.tries else "")
+        if summary.finished == 0:
+            console.print(f"{stage}: nothing new to ask (done earlier)")
+        else:
+            console.print(f"{stage}: {summary.done} accepted{share}, {summary.rejected} rejected"
+                          f"{f' ({reasons})' if reasons else ''}, {summary.failed} failed")
+        for note in summary.notes:
+            console.print(f"  {note}", markup=False, highlight=False)
         with workspace.store() as store:
-            for _, reason, detail in store.rejections(character, stage)[:2]:
+            for _, reason, detail in store.rejections_in_run(summary.run_id, character,
+                                                             stage)[:2]:
                 console.print(f"  rejected ({reason}): {detail}", markup=False, highlight=False)
     try:
         build = build_dataset(workspace, character)
     except CharforgeError as exc:
-        console.print(f"dataset: {exc}")
+        console.print(f"dataset: {exc}", markup=False, highlight=False)
+        console.print("Each run of the demo asks the rejected tasks again (run make demo "
+                      "again), and a stronger teacher in charforge.yaml gives usable data "
+                      "at once.")
         return
     stats = build.stats
     console.print(

