@@ -233,5 +233,6 @@ def test_stages_with_nothing_to_do_say_why_and_fail(tmp_path):
                                             "paragraphs or knowledge passages")
         early = run("generate", "experiences", "beethoven", cwd=ws.root)
     assert early.returncode == 2
-    assert "no scenes yet; run charforge generate scenes beethoven first" in early.stderr
+    assert "no accepted scenes yet; run charforge generate scenes beethoven first" in \
+        early.stderr
     assert "Traceback" not in early.stderr

@@ -37,8 +37,9 @@ class ExperienceStage(DialogueStage):
     def nothing_to_do(self) -> str | None:
         if next(iter(self.context.reader.records(self.character.slug, "scene")), None):
             return None
-        return (f"{self.character.short_name} has no scenes yet; run charforge generate "
-                f"scenes {self.character.slug} first")
+        return (f"{self.character.short_name} has no accepted scenes yet; run charforge "
+                f"generate scenes {self.character.slug} first (--retry-rejected asks the "
+                "rejected ones again)")
 
     def derived(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """The people the scene names besides the character (a function of the scene,
