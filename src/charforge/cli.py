@@ -14,8 +14,7 @@ import os
 import sqlite3
 import sys
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import nullcontext, suppress
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -336,7 +335,7 @@ def dataset_build(
     if preset not in ("charforge", "character-llm"):
         raise CharforgeError(f"unknown preset {preset!r}; use charforge or character-llm")
     ws = _workspace(workspace)
-    with err.status(f"building the dataset of {escape(character)}…"), _datasets_quiet():
+    with err.status(f"building the dataset of {escape(character)}…"):
         result = build_dataset(ws, character, preset=preset,  # type: ignore[arg-type]
                                test_fraction=test_fraction)
     if as_json:
@@ -345,19 +344,6 @@ def dataset_build(
     _print_dataset_stats(result)
 
 
-@contextmanager
-def _datasets_quiet() -> Iterator[None]:
-    """The `datasets` library's own tqdm bars off while it writes (ours show instead),
-    back as they were afterwards."""
-    import datasets
-
-    were_off = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not were_off:
-            datasets.enable_progress_bars()
 
 
 def _print_dataset_stats(result: DatasetBuild) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +166,23 @@ def _write_folder(folder: Path, sft: list[dict[str, Any]], prompted: list[dict[s
             rows = [_arrow_friendly(r) for r in sft if r["split"] == split]
             if rows:
                 splits[split] = Dataset.from_list(rows)
-        DatasetDict(splits).save_to_disk(str(staging / "hf"))
+        with datasets_quiet():
+            DatasetDict(splits).save_to_disk(str(staging / "hf"))
+
+
+@contextmanager
+def datasets_quiet() -> Iterator[None]:
+    """The `datasets` library's own tqdm bars off while it writes (callers show their
+    own progress), back as they were afterwards."""
+    import datasets
+
+    were_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not were_off:
+            datasets.enable_progress_bars()
 
 
 def _arrow_friendly(record: dict[str, Any]) -> dict[str, Any]:
