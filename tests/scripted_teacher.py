@@ -49,7 +49,7 @@ def dialogue_text(prompt: str, main: str = "Beethoven") -> str:
     return (
         f"Background:\n{main} sits at the piano while {visitor} waits by the window. "
         "Candles burn low in the small room.\n\n"
-        f"{visitor} (speaking)\nMaestro, the publisher asks again for the new sonata.\n\n"
+        f"{visitor} (speaking)\nMaestro, will the publisher get the new sonata this month?\n\n"
         f"{main} (thinking)\nAlways the publishers. They hear coins where I hear music.\n\n"
         f"{main} (speaking)\nTell him it will be finished when it is right, not before.\n\n"
         f"{visitor} (speaking)\nHe offers a higher fee if it comes by spring.\n\n"

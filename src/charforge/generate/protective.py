@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from charforge.generate.base import DialogueStage, teacher_sampling
+from charforge.records import Rejected
 from charforge.stages import PlannedTask, Records, StageOptions, register_stage
 from charforge.tasks import TaskRow
 
@@ -50,4 +51,14 @@ class ProtectiveStage(DialogueStage):
         return {"people": [VISITORS[int(inputs["sample"]) % len(VISITORS)]]}
 
     def parse_answer(self, task: TaskRow, text: str) -> Records:
-        return [("protective", {"dialogue": self.dialogue_from(task, text)})]
+        dialogue = self.dialogue_from(task, text)
+        # The scene's job: someone asks, and the character answers after the question.
+        main = task.inputs["short_name"]
+        turns = dialogue["turns"]
+        asked = next((i for i, turn in enumerate(turns)
+                      if turn["speaker"] != main and "?" in turn["content"]), None)
+        if asked is None or not any(turn["speaker"] == main and turn["action"] == "speaking"
+                                    for turn in turns[asked + 1:]):
+            raise Rejected("invalid", f"nobody asks {main} a question that {main} then "
+                           "answers: the scene does not provoke")
+        return [("protective", {"dialogue": dialogue})]
