@@ -57,11 +57,23 @@ Name = Annotated[str, AfterValidator(clean_name)]
 Text = Annotated[str, AfterValidator(clean_text)]
 
 
+# The stage tokens charforge reserves, the same for every character: characters trained
+# on one base share its tokenizer, and their adapters stay exportable.
+STAGE_TOKENS = ("<TIME-I>", "<TIME-II>", "<TIME-III>", "<TIME-IV>", "<TIME-V>")
+
+
+def _reserved_token(token: str) -> str:
+    if token not in STAGE_TOKENS:
+        raise ValueError(f"{token!r} is not a stage token; use one of {', '.join(STAGE_TOKENS)}")
+    return token
+
+
 class Stage(BaseModel):
     """A period of the character's life (PersLLM's time stages)."""
 
     label: Name = Field(description="short name, e.g. 'early'")
-    token: Name = Field(description="special token marking the stage, e.g. '<TIME-I>'")
+    token: Annotated[str, AfterValidator(_reserved_token)] = Field(
+        description="its token, one of STAGE_TOKENS, e.g. '<TIME-I>'")
     description: Text = ""
 
 
@@ -93,6 +105,12 @@ class Character(BaseModel):
         """What the teacher's scenes are drawn from: the profile paragraphs, else (a
         PersLLM import has none) the knowledge passages, in order."""
         return list(self.profile) or [passage.text for passage in self.knowledge]
+
+    def knowledge_passages(self) -> list[Passage]:
+        """What retrieval reads as knowledge: the knowledge passages (a PersLLM file, a
+        card's lorebook), then the profile paragraphs as unstaged passages. A passage's
+        index in this list is how questions and answers refer to it."""
+        return [*self.knowledge, *(Passage(text=text) for text in self.profile)]
 
     def stage(self, label: str) -> Stage:
         for stage in self.stages:

@@ -9,13 +9,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from charforge.character import Character
+from charforge.character import STAGE_TOKENS, Character
 from charforge.errors import CharacterFormatError
 
 DEFAULT_MAX_IMPORT_BYTES = 10 * 1024 * 1024
 _NAME_SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv"}
-_ROMAN = ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"),
-          (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I"))
 
 
 def check_size(path: Path, limit: int | None) -> None:
@@ -58,13 +56,12 @@ def split_paragraphs(text: str) -> list[str]:
     return [paragraph for paragraph in paragraphs if paragraph]
 
 
-def stage_token(position: int) -> str:
-    """PersLLM's token for the stage at `position` (1-based): '<TIME-I>', '<TIME-II>', ..."""
-    numeral, rest = "", position
-    for value, letters in _ROMAN:
-        count, rest = divmod(rest, value)
-        numeral += letters * count
-    return f"<TIME-{numeral}>"
+def stage_token(position: int, source: object = "stages") -> str:
+    """The reserved token of the stage at `position` (1-based): '<TIME-I>' ... '<TIME-V>'."""
+    if not 1 <= position <= len(STAGE_TOKENS):
+        raise CharacterFormatError(source, f"has {position} time stages; charforge reserves "
+                                   f"{len(STAGE_TOKENS)} stage tokens (<TIME-I> to <TIME-V>)")
+    return STAGE_TOKENS[position - 1]
 
 
 def read_file_bytes(path: Path) -> bytes:

@@ -64,7 +64,7 @@ def read_persllm_folder(
     style: list[Passage] = []
     for position, (label, knowledge_path, style_path) in enumerate(_persllm_pairs(folder), 1):
         if label is not None:
-            stages.append(Stage(label=label, token=stage_token(position)))
+            stages.append(Stage(label=label, token=stage_token(position, folder)))
         knowledge += _read_passages(knowledge_path, label)
         style += _read_passages(style_path, label)
     if not knowledge and not style:
