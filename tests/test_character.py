@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from charforge.character import Character, Passage, Stage
+from charforge.character import STAGE_TOKENS, Character, Passage, Stage
 from charforge.demo import demo_file
 from charforge.errors import CharacterFormatError
 from charforge.importers import load_character_file
@@ -115,10 +115,12 @@ KNOWLEDGE = (
 STYLE = "【Dialogue】\u3000I'm not going anywhere.\n\nWhat's Quidditch?\n"
 
 
-def test_stage_tokens_are_roman() -> None:
-    assert [stage_token(n) for n in (1, 2, 3, 4, 9, 14)] == [
-        "<TIME-I>", "<TIME-II>", "<TIME-III>", "<TIME-IV>", "<TIME-IX>", "<TIME-XIV>",
-    ]
+def test_stage_tokens_are_one_reserved_set() -> None:
+    assert [stage_token(n) for n in (1, 2, 3, 4, 5)] == list(STAGE_TOKENS)
+    with pytest.raises(CharacterFormatError, match="reserves 5 stage tokens"):
+        stage_token(6)
+    with pytest.raises(ValueError, match="not a stage token"):
+        Stage(label="late", token="<LATE>")
 
 
 def test_persllm_files_strip_tags_and_blank_lines(tmp_path: Path) -> None:
