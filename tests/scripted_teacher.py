@@ -9,6 +9,8 @@ import json
 import re
 from typing import Any
 
+import persllm_teacher
+
 PLACES = ["Bonn, the Breuning house, an autumn evening", "Vienna, Haydn's study, morning",
           "Heiligenstadt, a walk by the stream, summer", "A Viennese salon, winter night",
           "Theater an der Wien, rehearsal, noon"]
@@ -44,33 +46,70 @@ def scenes_text(prompt: str) -> str:
     return "\n\n".join(blocks)
 
 
+# Each line of a dialogue is drawn from its own pool by the prompt's hash, so that two
+# scripted dialogues differ the way a real teacher's do (dataset build drops dialogues that
+# share most of their word 5-grams).
+ASKS = ["Maestro, will the publisher get the new sonata this month?",
+        "Sir, the copyist says the parts for the quartet are full of errors again.",
+        "Your nephew has not come home since yesterday evening, and nobody knows where he is.",
+        "The Prince asks whether you will play for his guests on Sunday after dinner.",
+        "The landlord wants the rent for the winter, and he will not wait much longer.",
+        "Is it true that you tore up the dedication to the First Consul in a rage?"]
+THOUGHTS = ["Always the publishers. They hear coins where I hear music.",
+            "Always the publishers, and now the copyists too, all of them deaf to the notes.",
+            "Always the publishers. As if the music could be hurried like a carriage.",
+            "Always the publishers. I would rather write for the birds in the Prater."]
+REPLIES = ["Tell him it will be finished when it is right, not before.",
+           "Bring me the parts and a lamp; I will correct every bar myself tonight.",
+           "Then we will search the whole city for him, street by street, until he is found.",
+           "I play for those who listen, not for princes who chatter through the adagio.",
+           "He will have his money when the next fee comes, and not a day sooner.",
+           "A man who makes himself emperor is no hero of mine, and I said so loudly."]
+PRESSES = ["He offers a higher fee if it comes by spring.",
+           "The copyist swears he followed your manuscript exactly as it was written.",
+           "Your brother thinks the boy has gone to his mother again, against the court order.",
+           "His Highness has already told the guests that you will come and play for them.",
+           "He says he has a buyer for the rooms who would pay twice as much as you.",
+           "People in the coffee houses say you are ungrateful to the French."]
+ENDS = ["A fee does not write the finale. Patience, my friend.",
+        "Your manuscript, he says! My hand was clear; his eyes were lazy. Enough of this.",
+        "Then I will go to the court myself tomorrow and speak to the judges about him.",
+        "Then His Highness may play for them himself, if he remembers how it goes.",
+        "Let him sell them, then; I have moved house thirty times and I can move again.",
+        "Let them say what they like over their coffee; the symphony will outlive them all."]
+
+
+SETTINGS = ["Candles burn low in the small room.",
+            "Rain drums on the window of the cold upper floor.",
+            "Manuscript paper covers every chair and half the floor.",
+            "A coach rattles past below, and the bells of the church ring six.",
+            "The stove has gone out, and both keep their coats on.",
+            "A half-eaten dinner stands cold beside the unopened letters."]
+
+
+def _turns(prompt: str, main: str) -> list[tuple[str, str, str]]:
+    visitor = _pick(VISITORS, prompt)
+    return [(visitor, "speaking", _pick(ASKS, prompt, 1)),
+            (main, "thinking", _pick(THOUGHTS, prompt, 2)),
+            (main, "speaking", _pick(REPLIES, prompt, 3)),
+            (visitor, "speaking", _pick(PRESSES, prompt, 4)),
+            (main, "speaking", _pick(ENDS, prompt, 5))]
+
+
 def dialogue_text(prompt: str, main: str = "Beethoven") -> str:
     visitor = _pick(VISITORS, prompt)
-    return (
-        f"Background:\n{main} sits at the piano while {visitor} waits by the window. "
-        "Candles burn low in the small room.\n\n"
-        f"{visitor} (speaking)\nMaestro, will the publisher get the new sonata this month?\n\n"
-        f"{main} (thinking)\nAlways the publishers. They hear coins where I hear music.\n\n"
-        f"{main} (speaking)\nTell him it will be finished when it is right, not before.\n\n"
-        f"{visitor} (speaking)\nHe offers a higher fee if it comes by spring.\n\n"
-        f"{main} (speaking)\nA fee does not write the finale. Patience, my friend."
-    )
+    turns = "\n\n".join(f"{who} ({action})\n{content}"
+                         for who, action, content in _turns(prompt, main))
+    return (f"Background:\n{main} sits at the piano while {visitor} waits by the window. "
+            f"{_pick(SETTINGS, prompt, 6)}\n\n{turns}")
 
 
 def dialogue_json(prompt: str, main: str = "Beethoven") -> str:
     visitor = _pick(VISITORS, prompt)
     return json.dumps({
-        "background": f"{main} and {visitor} meet in a quiet room in Vienna at dusk.",
-        "turns": [
-            {"speaker": visitor, "action": "speaking",
-             "content": "Have you heard the news from the palace this morning?"},
-            {"speaker": main, "action": "thinking",
-             "content": "More gossip from the court, as if I had time for it."},
-            {"speaker": main, "action": "speaking",
-             "content": "Speak louder, my ears fail me more every winter."},
-            {"speaker": visitor, "action": "speaking",
-             "content": "The Archduke will come to hear the new trio himself."},
-        ],
+        "background": f"{main} and {visitor} meet in Vienna. {_pick(SETTINGS, prompt, 6)}",
+        "turns": [{"speaker": who, "action": action, "content": content}
+                  for who, action, content in _turns(prompt, main)],
     })
 
 
@@ -92,6 +131,9 @@ def main_character(prompt: str) -> str:
 
 def answer(request: dict[str, Any]) -> str:
     """The responder: reads the prompt, answers in the format it asks for."""
+    personified = persllm_teacher.reply(request)  # PersLLM's prompts
+    if personified is not None:
+        return personified
     prompt = _user_text(request)
     as_json = request.get("response_format") is not None
     if prompt.lstrip().startswith("Your answer could not be used"):

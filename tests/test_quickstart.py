@@ -172,10 +172,31 @@ def test_generation_status_and_dataset_as_the_quickstart_says(quickstart):
     assert ran.one("--retry-failed")[1] == 2  # --limit 2: two more of the pending scenes
     assert ran.one("--rerun-stale")[1] == 0
     assert "character-llm:" in ran.one("recipes")[0].stdout
-    built = ran.one("dataset", "build")[0].stdout
+    built = ran.one("dataset", "build", "beethoven")[0].stdout
     assert "wrote datasets/beethoven" in built
     sft = root / "my-project/datasets/beethoven/sft.jsonl"
     assert len(sft.read_text().splitlines()) == 12
+
+
+def test_personified_data_as_the_quickstart_says(quickstart):
+    root, ran, _, _ = quickstart
+    ordinary, asked = ran.one("questions", "ordinary")
+    assert "questions: 4 done, 0 rejected, 0 failed" in ordinary.stdout and asked == 4
+    error, asked = ran.one("questions", "error")
+    assert "questions: 2 done" in error.stdout and asked == 2
+    answers, asked = ran.one("answers", "--cot")
+    assert "answers: 10 done, 0 rejected, 0 failed" in answers.stdout
+    assert asked == 12  # 8 ordinary answers, 2 error answers and their 2 checks
+    assert "kept feedback #1" in ran.one("review", "--feedback")[0].stdout
+    assert "Shorter answers" in ran.one("review", "--list")[0].stdout
+    built = ran.one("dataset", "build", "darwin")[0].stdout
+    assert "wrote datasets/darwin" in built and "stage tokens <TIME-I> <TIME-II>" in built
+    stats = json.loads((root / "my-project/datasets/darwin/stats.json").read_text())
+    assert stats["stage_tokens"] == ["<TIME-I>", "<TIME-II>"]
+    assert sum(stats["qa_records"].values()) + stats["dedup"]["questions"]["removed"] == 10
+    rows = [json.loads(line) for line in
+            (root / "my-project/datasets/darwin/sft.jsonl").read_text().splitlines()]
+    assert all(row["messages"][-1]["content"].startswith("<think>") for row in rows)
 
 
 def test_the_python_snippet_runs_as_written(quickstart):

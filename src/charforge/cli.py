@@ -170,10 +170,14 @@ CharacterArg = Annotated[str, typer.Argument(help="id, short name or full name")
 
 
 def _generate(
-    stage: Annotated[StageName, typer.Argument(
+    stage_name: Annotated[StageName, typer.Argument(
+        metavar="STAGE",
         help="scenes (profile -> scene outlines), experiences (scene -> dialogue with "
-        "thoughts), protective (the character shows ignorance of what it cannot know), "
-        "or any other registered stage")],
+        "thoughts), protective (the character shows ignorance of what it cannot know); "
+        "PersLLM: questions (passage -> questions), answers (question -> answer in "
+        "character), stylized (general instructions in the character's voice), "
+        "base-answers (the base model's own answers, for DPO); or any other registered "
+        "stage")],
     character: CharacterArg,
     model: Annotated[str | None, typer.Option("--model", "-m", help="teacher model name")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=4096, help="requests in flight")] = 16,
@@ -209,6 +213,7 @@ def _generate(
     from charforge.generate import DryRun, generate
     from charforge.stages import stage_class
 
+    stage = stage_name
     cls = stage_class(stage.value)
     options = {name: value for name, value in stage_options.items() if value is not None}
     for name in options:
@@ -251,8 +256,11 @@ def _stage_option_parameters() -> tuple[dict[str, set[str]], list[inspect.Parame
         kind = where[0][1].annotation
         helps = [f"{stage}: {info.description or field} (default {info.default}"
                  f"{_bounds(info)})" for stage, info in where]
-        option = typer.Option(f"--{field.replace('_', '-')}", help="; ".join(helps),
-                              show_default=False)
+        flag = f"--{field.replace('_', '-')}"
+        if kind is bool or kind == bool | None:  # a switch: --cot / --no-cot
+            flag = f"{flag}/--no-{flag[2:]}"
+        option = typer.Option(flag, help="; ".join(helps), show_default=False)
+        kind = bool if kind == bool | None else kind
         parameters.append(inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=None,
                                             annotation=Annotated[kind | None, option]))
     return {field: {stage for stage, _ in where} for field, where in uses.items()}, parameters
@@ -321,11 +329,24 @@ def dataset_build(
     recipe: Annotated[str | None, typer.Option(
         help="defaults for --preset and --test-fraction from a recipe (charforge recipes)",
         show_default=False)] = None,
+    dedup_threshold: Annotated[float, typer.Option(
+        help="questions this alike (cosine of their embeddings) count as one; in (0, 1]")] = 0.95,
+    dialogue_threshold: Annotated[float, typer.Option(
+        help="dialogues this alike (Jaccard of word 5-grams) count as one; in (0, 1]")] = 0.5,
+    with_analysis: Annotated[bool, typer.Option(
+        help="keep the teacher's analysis in the reply, inside <think>...</think>")] = False,
+    dpo: Annotated[bool, typer.Option(
+        help="also write dpo.jsonl: preference pairs (TRL's conversational format)")] = False,
+    seed: Annotated[int, typer.Option(help="seed of the train/test split")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the statistics as JSON, "
                                           "for scripts")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Experiences + protective scenes -> SFT chat records, prompted records, statistics."""
+    """A character's records -> SFT chat records, prompted records, DPO pairs, statistics.
+
+    Experiences and protective scenes (Character-LLM) and answers and stylized
+    instructions (PersLLM) go into one dataset; near-duplicates are removed and the
+    train/test split keeps paraphrases of one passage or scene on one side."""
     from charforge.dataset.export import build_dataset
     from charforge.recipes import get_recipe
 
@@ -337,13 +358,75 @@ def dataset_build(
     ws = _workspace(workspace)
     with err.status(f"building the dataset of {escape(character)}…"):
         result = build_dataset(ws, character, preset=preset,  # type: ignore[arg-type]
-                               test_fraction=test_fraction)
+                               test_fraction=test_fraction, dedup_threshold=dedup_threshold,
+                               dialogue_threshold=dialogue_threshold,
+                               with_analysis=with_analysis, dpo=dpo, seed=seed)
     if as_json:
         print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
         return
     _print_dataset_stats(result)
 
 
+
+
+@app.command()
+def review(
+    character: CharacterArg,
+    feedback: Annotated[str | None, typer.Option(
+        help="the note to keep, without asking (for scripts)", show_default=False)] = None,
+    show: Annotated[int, typer.Option(min=0, max=50, help="answers to show first")] = 3,
+    list_: Annotated[bool, typer.Option("--list", help="show the feedback history and "
+                                        "stop")] = False,
+    rerun_older: Annotated[bool, typer.Option(help="then ask again every answer written "
+                                              "before the latest feedback")] = False,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="teacher model name, "
+                                              "for --rerun-older")] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Read a few answers of a character and keep a note on their style (PersLLM's review).
+
+    The note goes into the prompt of every answer planned after it; earlier answers keep
+    theirs until --rerun-older (or generate answers --rerun-older) asks them again."""
+    from charforge.review import add_feedback, answers_to_review, feedback_history
+
+    ws = _workspace(workspace)
+    if list_:
+        history = feedback_history(ws, character)
+        if not history:
+            out.print("no feedback yet")
+        for note in history:
+            when = _local_time(note.created_at)
+            out.print(f"#{note.id}  {when}  {note.text}", markup=False, highlight=False)
+        return
+    shown = answers_to_review(ws, character, show)
+    if show and not shown:
+        err.print(f"{character} has no answers yet (charforge generate answers {character}); "
+                  "a note kept now applies to all of them", markup=False, highlight=False)
+    for number, answer in enumerate(shown, 1):
+        stage = f" [{answer.stage}]" if answer.stage else ""
+        out.rule(f"answer {number}{stage}, {answer.pattern}")
+        out.print(f"Q: {answer.question}\nA: {answer.response}", markup=False, highlight=False)
+    if feedback is None and sys.stdin.isatty():
+        feedback = typer.prompt("Your note on these answers' style (empty: none)", default="",
+                                show_default=False)
+    if feedback is not None and feedback.strip():
+        note = add_feedback(ws, character, feedback)
+        out.print(f"kept feedback #{note.id}: it applies to answers planned from now on",
+                  markup=False, highlight=False)
+    elif feedback is None and not rerun_older:
+        err.print("no feedback given (pass --feedback TEXT, or run in a terminal to be asked)")
+    if rerun_older:
+        from charforge.generate import generate
+
+        result = generate(ws, character, "answers", model=model, console=err,
+                          options={"rerun_older": True})
+        _report_run("answers", result)  # type: ignore[arg-type]
+
+
+def _local_time(timestamp: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
 
 
 def _print_dataset_stats(result: DatasetBuild) -> None:
@@ -355,7 +438,15 @@ def _print_dataset_stats(result: DatasetBuild) -> None:
                       f"{s.dialogues.get('protective', 0)} protective"),
         ("words", f"{s.words} ({s.turns_per_dialogue} turns a dialogue, "
                   f"{s.words_per_turn} words a turn)"),
+        *([("PersLLM records", ", ".join(f"{k} {v}" for k, v in s.qa_records.items())
+            + (f"; stage tokens {' '.join(s.stage_tokens)}" if s.stage_tokens else ""))]
+          if s.qa_records else []),
+        ("near-duplicates", ", ".join(f"{kind} {part['removed']} removed"
+                                      for kind, part in s.dedup.items()) or "none"),
         ("SFT records", f"{s.sft_records} (train {s.train}, test {s.test})"),
+        *([("DPO pairs", f"{s.dpo['pairs']} (" + ", ".join(
+            f"{k} {v['pairs']}" for k, v in s.dpo["sources"].items() if v["pairs"]) + ")")]
+          if s.dpo else []),
         ("skipped", f"{s.skipped} dialogues (no turn of {s.name})"),
         ("thinking turns", str(s.thinking_turns)),
         ("rejected", _per_stage(s.rejected)),

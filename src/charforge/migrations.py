@@ -124,11 +124,21 @@ def _keys_and_lineage(db: sqlite3.Connection) -> None:
                    (task_key(character, stage, inputs, parents), canonical(inputs), task_id))
 
 
+# Review feedback (PersLLM): free-text style notes on a character's answers, in order.
+FEEDBACK = """
+CREATE TABLE feedback (
+    id INTEGER PRIMARY KEY, character TEXT NOT NULL, text TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX feedback_character ON feedback (character, id)
+"""
+
 Migration = tuple[str, str, Callable[[sqlite3.Connection], None] | None]
 
 MIGRATIONS: list[Migration] = [
     ("0001_initial", INITIAL, None),
     ("0002_identity_lineage_history", IDENTITY_LINEAGE_HISTORY, _keys_and_lineage),
+    ("0003_feedback", FEEDBACK, None),
 ]
 
 

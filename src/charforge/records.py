@@ -16,7 +16,13 @@ RejectionReason = Literal[
     "junk",  # schema-valid but not language: repeats, fragments, non-words
     "one_speaker",  # a dialogue in which nobody answers the main character
     "copied",  # shares a long run of words with the prompt's own example
+    "out_of_character",  # the answer speaks as an AI or a narrator, not as the character
+    "accepted_false_premise",  # an answer that takes an error question's false claim as true
 ]
+# Reasons that say what the answer got wrong as the character (its persona), not how it
+# is written: such answers are fair "rejected" examples for preference training, while
+# format failures (truncated, junk) would teach length or noise instead.
+CONTENT_REASONS: tuple[RejectionReason, ...] = ("out_of_character", "accepted_false_premise")
 
 
 class Scene(BaseModel):

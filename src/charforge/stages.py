@@ -60,9 +60,15 @@ class PlannedTask:
 
 
 class RecordReader(Protocol):
-    """What a stage may read while planning: earlier records, in a stable order."""
+    """What a stage may read while planning: earlier records in a stable order, the
+    inputs of its tasks planned before, and a reviewer's notes."""
 
     def records(self, character: str, kind: str) -> Iterator[StoredRecord]: ...
+
+    def task_inputs(self, character: str, stage: str) -> Iterator[
+        tuple[tuple[RecordRef, ...], dict[str, Any]]]: ...
+
+    def feedback(self, character: str) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,9 @@ class StageContext:
     mode: OutputMode
     templates: Templates
     reader: RecordReader
+    # Where a stage may keep files derived from its inputs (a retrieval index); None:
+    # the user's cache folder.
+    cache_folder: Path | None = None
 
 
 class TaskStage(ABC):
@@ -185,8 +194,10 @@ class TaskStage(ABC):
 
     # -- running -----------------------------------------------------------------------
     def render(self, template: str, task: TaskRow, **values: Any) -> str:
-        return self.templates.render(template, json=task.mode == "json", **task.inputs,
-                                     **values)
+        """Render `template` with the task's inputs; `values` add to them or replace them
+        (e.g. passage texts for the ids a task stores)."""
+        return self.templates.render(template, **{"json": task.mode == "json", **task.inputs,
+                                                  **values})
 
     def messages(self, task: TaskRow) -> list[ChatMessage]:
         messages = [ChatMessage(role="user", content=self.render(self.user_template, task))]
@@ -261,6 +272,7 @@ def build_stage(
     sampling: Sampling | Mapping[str, Any] | None = None,
     mode: OutputMode = "text",
     templates: Templates | None = None,
+    cache_folder: Path | None = None,
 ) -> TaskStage:
     """A stage instance: options checked against its `Options`, sampling settings laid
     over its defaults, its templates found after the workspace's own."""
@@ -274,5 +286,6 @@ def build_stage(
         raise StageOptionsError(f"stage {cls.name!r}: {exc}") from None
     context = StageContext(character=character, options=cls.parse_options(options),
                            sampling=merged, mode=mode,
-                           templates=cls.templates_in(templates or PROMPTS), reader=reader)
+                           templates=cls.templates_in(templates or PROMPTS), reader=reader,
+                           cache_folder=cache_folder)
     return cls(context)

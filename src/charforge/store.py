@@ -56,6 +56,27 @@ DB_NAME = "charforge.db"
 TaskStatus = Literal["pending", "leased", "done", "failed", "rejected"]
 STATUSES: tuple[TaskStatus, ...] = ("pending", "leased", "done", "failed", "rejected")
 
+class Feedback(BaseModel):
+    """A reviewer's note on a character's answers, in the order given."""
+
+    id: int
+    character: str
+    text: str
+    created_at: float
+
+
+class RejectedAnswer(BaseModel):
+    """A teacher's answer that was rejected, with its task's settings and lineage."""
+
+    task_id: str
+    round: int
+    reason: str
+    text: str
+    params: dict[str, Any]
+    inputs: dict[str, Any]
+    parents: list[tuple[str, int]]
+
+
 class StageCounts(BaseModel):
     character: str
     stage: str
@@ -469,6 +490,58 @@ class Store:
             if len(rows) <= page or not fresh:
                 return
             after_row, after_idx = fresh[-1][0], fresh[-1][2]
+
+    def task_inputs(self, character: str, stage: str) -> Iterator[tuple[tuple[RecordRef, ...],
+                                                                          dict[str, Any]]]:
+        """(parent records, inputs) of every current task of a stage, in planning order:
+        what a stage may read to keep a choice it made when it first planned a task."""
+        rows = self._all(
+            "SELECT t.id, t.inputs, l.parent_task, l.parent_idx FROM tasks t LEFT JOIN "
+            "lineage l ON l.task_id = t.id WHERE t.character=? AND t.stage=? AND "
+            "t.superseded_by IS NULL ORDER BY t.rowid, l.parent_task, l.parent_idx",
+            (character, stage))
+        current: str | None = None
+        inputs: dict[str, Any] = {}
+        parents: list[RecordRef] = []
+        for task_id, inputs_text, parent, idx in rows:
+            if task_id != current:
+                if current is not None:
+                    yield tuple(parents), inputs
+                current, inputs, parents = task_id, json.loads(inputs_text), []
+            if parent is not None:
+                parents.append((parent, idx))
+        if current is not None:
+            yield tuple(parents), inputs
+
+    def rejected_answers(self, character: str, stage: str,
+                         reasons: Sequence[str]) -> list[RejectedAnswer]:
+        """Every answer of a stage rejected for one of `reasons`, in any round (a task
+        rejected, then asked again and accepted, keeps its rejected answer here)."""
+        marks = ", ".join("?" * len(reasons))
+        rows = self._all(
+            "SELECT j.task_id, j.round, j.reason, c.text, t.params, t.inputs FROM rejections j "
+            "JOIN tasks t ON t.id = j.task_id JOIN completions c ON c.task_id = j.task_id "
+            "AND c.round = j.round AND c.turn = 0 WHERE t.character=? AND t.stage=? AND "
+            f"j.reason IN ({marks}) ORDER BY t.rowid, j.round", (character, stage, *reasons))
+        return [RejectedAnswer(task_id=task_id, round=round_, reason=reason, text=text,
+                               params=json.loads(params), inputs=json.loads(inputs),
+                               parents=self.parents_of(task_id))
+                for task_id, round_, reason, text, params, inputs in rows]
+
+    def add_feedback(self, character: str, text: str) -> Feedback:
+        """Keep a reviewer's note; it applies to the answers planned after it."""
+        now = time.time()
+        with self._write() as db:
+            cursor = db.execute("INSERT INTO feedback (character, text, created_at) "
+                                "VALUES (?, ?, ?)", (character, text, now))
+        return Feedback(id=int(cursor.lastrowid or 0), character=character, text=text,
+                        created_at=now)
+
+    def feedback(self, character: str) -> list[Feedback]:
+        """A character's review notes, oldest first."""
+        return [Feedback(id=i, character=c, text=t, created_at=at) for i, c, t, at in self._all(
+            "SELECT id, character, text, created_at FROM feedback WHERE character=? "
+            "ORDER BY id", (character,))]
 
     def parents_of(self, task_id: str) -> list[RecordRef]:
         return [(t, i) for t, i in self._all(

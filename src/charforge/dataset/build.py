@@ -18,14 +18,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from charforge.character import Character
-from charforge.prompts import render_prompt
 from charforge.records import Dialogue, Turn
+from charforge.render import THINK_CLOSE, THINK_OPEN, MetaPreset, meta_prompt
 from charforge.store import Store
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 EOT = "<|eot|>"
-MetaPreset = Literal["charforge", "character-llm"]
-META_TEMPLATES: dict[str, str] = {"charforge": "meta_prompt", "character-llm": "meta_character_llm"}
 SOURCES = ("experience", "protective")
 
 
@@ -62,14 +59,6 @@ def examples(store: Store, character: Character) -> Iterator[Example]:
             location=location, status=status,
             dialogue=Dialogue.model_validate(stored.data["dialogue"]),
         )
-
-
-def meta_prompt(character: Character, location: str, status: str, preset: MetaPreset) -> str:
-    if preset == "character-llm":
-        return render_prompt(META_TEMPLATES[preset], character=character.name,
-                             loc_time=location, status=status)
-    return render_prompt(META_TEMPLATES[preset], name=character.name,
-                         short_name=character.short_name, location=location, status=status)
 
 
 def _assistant_text(turns: list[Turn]) -> str:

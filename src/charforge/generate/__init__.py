@@ -1,4 +1,6 @@
-"""Experience Reconstruction (Character-LLM): scenes, experiences, protective scenes.
+"""The teacher stages: Experience Reconstruction (Character-LLM: scenes, experiences,
+protective scenes) and personified data (PersLLM: questions, answers, stylized
+instructions, and the base model's own answers).
 
 `generate_async(...)` (and its sync form `generate`) is what `charforge generate
 STAGE CHARACTER` calls: it finds the stage in the registry, checks its options,
@@ -15,9 +17,13 @@ from rich.console import Console
 
 from charforge.aio import run_sync
 from charforge.errors import CharforgeError
+from charforge.generate.answers import AnswerStage
+from charforge.generate.base_answers import BaseAnswerStage
 from charforge.generate.experiences import ExperienceStage
 from charforge.generate.protective import ProtectiveStage
+from charforge.generate.questions import QuestionStage
 from charforge.generate.scenes import SceneStage
+from charforge.generate.stylized import StylizedStage
 from charforge.llm.base import ChatModel, Sampling
 from charforge.llm.registry import (
     NO_TEACHER_HINT,
@@ -33,8 +39,8 @@ from charforge.stages import OutputMode, StageOptions, build_stage, stage_class
 if TYPE_CHECKING:
     from charforge.workspace import Workspace
 
-__all__ = ["DryRun", "ExperienceStage", "ProtectiveStage", "SceneStage", "generate",
-           "generate_async"]
+__all__ = ["AnswerStage", "BaseAnswerStage", "DryRun", "ExperienceStage", "ProtectiveStage",
+           "QuestionStage", "SceneStage", "StylizedStage", "generate", "generate_async"]
 
 
 def pick_mode(requested: str, model: ChatModel) -> OutputMode:
@@ -92,7 +98,8 @@ async def generate_async(
         try:
             stage = build_stage(cls, character, store, options=checked, sampling=sampling,
                                 mode=pick_mode(output_format, chat_model),
-                                templates=workspace.templates())
+                                templates=workspace.templates(),
+                                cache_folder=workspace.root / "cache")
             empty = stage.nothing_to_do()
             if empty:
                 raise CharforgeError(f"nothing to do: {empty}")

@@ -38,16 +38,14 @@ MIN_KNOWN_SHARE = 0.4
 MIN_PROFILE_WORDS = 150
 
 
-class ExampleStage(TaskStage):
-    """A stage whose prompt shows an example answer: an answer that copies it is
-    rejected ("copied"); one written mostly in words foreign to the character's
-    profile is rejected ("junk")."""
-
-    example_template: ClassVar[str] = ""
+class LanguageCheck(TaskStage):
+    """A stage whose answers must be in the language of the character's own texts: one
+    written mostly in words foreign to them is rejected ("junk")."""
 
     @cached_property
     def known_words(self) -> frozenset[str] | None:
-        texts = self.character.profile_or_knowledge()
+        texts = [*self.character.profile_or_knowledge(),
+                 *(passage.text for passage in self.character.style)]
         if sum(len(text.split()) for text in texts) < MIN_PROFILE_WORDS:
             return None
         return vocabulary(texts)
@@ -58,6 +56,13 @@ class ExampleStage(TaskStage):
         if share < MIN_KNOWN_SHARE:
             raise Rejected("junk", f"only {share:.0%} of its words are in the language of "
                            "the character's profile")
+
+
+class ExampleStage(LanguageCheck):
+    """A stage whose prompt shows an example answer: an answer that copies it is
+    rejected ("copied")."""
+
+    example_template: ClassVar[str] = ""
 
     @classmethod
     def template_names(cls) -> list[str]:

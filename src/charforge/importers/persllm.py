@@ -85,12 +85,15 @@ def _required_name(name: str | None, path: Path) -> str:
 
 
 def _read_passages(path: Path, stage: str | None) -> list[Passage]:
-    """One passage a line; a leading 【tag】 and blank lines dropped."""
+    """One passage a line; a leading 【tag】 and blank lines dropped. A knowledge file
+    without a passage is an error: questions and answers are drawn from it."""
     passages = []
     for line in read_text_file(path).split("\n"):
         text = _PERSLLM_TAG.sub("", line.strip()).strip()
         if text:
             passages.append(Passage(text=text, stage=stage))
+    if not passages and path.name.endswith("knowledge.txt"):
+        raise CharacterFormatError(path, f"no passages in {path.name} (one passage a line)")
     return passages
 
 

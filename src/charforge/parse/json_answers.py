@@ -52,6 +52,12 @@ def _load_json(text: str, *, allow_list: bool = False) -> Any:
     raise Rejected("invalid", f"not valid JSON: {problem}")
 
 
+def load_json(text: str) -> Any:
+    """The JSON object in a teacher's answer (fences and prose around it dropped, one
+    local repair); `Rejected` ("empty", "invalid") when there is none."""
+    return _load_json(text)
+
+
 _KIND_NAMES = {dict: "an object", list: "an array", str: "a string"}
 
 

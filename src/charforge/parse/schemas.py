@@ -50,6 +50,56 @@ class DialogueAnswer(BaseModel):
     turns: list[TurnAnswer]
 
 
+class QuestionsAnswer(BaseModel):
+    """PersLLM questions (or opinion passages) raised from one passage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    questions: list[str]
+
+
+class ErrorQuestion(BaseModel):
+    """A question resting on a false premise, and the false claim it makes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str
+    false_claim: str
+
+
+class ErrorQuestionsAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    questions: list[ErrorQuestion]
+
+
+class PersonaAnswer(BaseModel):
+    """The character's answer to a question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    response: str
+
+
+class AnalyzedAnswer(BaseModel):
+    """An analysis (what the character knows, feels, how they would say it), then the
+    response: PersLLM's chain of thought."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    analysis: str
+    response: str
+
+
+class PremiseVerdict(BaseModel):
+    """Whether an answer took a false premise for true."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accepts_false_premise: bool
+    reason: str
+
+
 _SCHEMA_WORDS = ("title", "default")
 
 
