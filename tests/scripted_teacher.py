@@ -50,10 +50,10 @@ def scenes_text(prompt: str) -> str:
 # scripted dialogues differ the way a real teacher's do (dataset build drops dialogues that
 # share most of their word 5-grams).
 ASKS = ["Maestro, will the publisher get the new sonata this month?",
-        "Sir, the copyist says the parts for the quartet are full of errors again.",
-        "Your nephew has not come home since yesterday evening, and nobody knows where he is.",
-        "The Prince asks whether you will play for his guests on Sunday after dinner.",
-        "The landlord wants the rent for the winter, and he will not wait much longer.",
+        "Sir, did you know the copyist made the parts for the quartet full of errors again?",
+        "Your nephew has not come home since yesterday evening; do you know where he is?",
+        "Will you play for the Prince and his guests on Sunday after dinner?",
+        "The landlord wants the rent for the winter; when will you pay him?",
         "Is it true that you tore up the dedication to the First Consul in a rage?"]
 THOUGHTS = ["Always the publishers. They hear coins where I hear music.",
             "Always the publishers, and now the copyists too, all of them deaf to the notes.",

@@ -18,7 +18,7 @@ from charforge.testing import Reply, ScriptedOpenAIServer
 from charforge.workspace import Workspace
 
 from conftest import teacher_workspace
-from scripted_teacher import answer
+from scripted_teacher import REPLIES, answer
 
 QUIET = {"show_progress": False}
 
@@ -62,7 +62,8 @@ def test_whole_chain_text_mode_to_dataset(tmp_path):
     assert "Where you are:" in first["messages"][0]["content"]
     assert first["messages"][1]["name"] in {"Anna", "Ferdinand", "Karl", "Therese", "Nikolaus"}
     assert first["messages"][2]["content"].startswith("<think>Always the publishers.")
-    assert "</think>\nTell him it will be finished" in first["messages"][2]["content"]
+    _thought, said = first["messages"][2]["content"].split("</think>\n")
+    assert said in REPLIES  # the speech, after the thought
 
     prompted = [json.loads(x) for x in (build.folder / "prompted.jsonl").read_text().splitlines()]
     assert prompted[0]["prompt"].startswith("I want you to act like Ludwig van Beethoven.")

@@ -338,6 +338,8 @@ def dataset_build(
     dpo: Annotated[bool, typer.Option(
         help="also write dpo.jsonl: preference pairs (TRL's conversational format)")] = False,
     seed: Annotated[int, typer.Option(help="seed of the train/test split")] = 0,
+    dedup: Annotated[bool, typer.Option(help="drop near-duplicates (--no-dedup keeps them, as "
+                                        "datasets were built before dedup)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the statistics as JSON, "
                                           "for scripts")] = False,
     workspace: WorkspaceOption = None,
@@ -360,7 +362,8 @@ def dataset_build(
         result = build_dataset(ws, character, preset=preset,  # type: ignore[arg-type]
                                test_fraction=test_fraction, dedup_threshold=dedup_threshold,
                                dialogue_threshold=dialogue_threshold,
-                               with_analysis=with_analysis, dpo=dpo, seed=seed)
+                               with_analysis=with_analysis, dpo=dpo, seed=seed,
+                               dedup=dedup)
     if as_json:
         print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
         return
@@ -432,12 +435,13 @@ def _local_time(timestamp: float) -> str:
 def _print_dataset_stats(result: DatasetBuild) -> None:
     """One statistic a line, so it reads at 80 columns and in a pipe."""
     s = result.stats
+    dialogues = s.scene_outlines or any(s.dialogues.values()) or not s.qa_records
     lines = [
-        ("scenes imagined", str(s.scene_outlines)),
-        ("dialogues", f"{s.dialogues.get('experience', 0)} experiences, "
-                      f"{s.dialogues.get('protective', 0)} protective"),
-        ("words", f"{s.words} ({s.turns_per_dialogue} turns a dialogue, "
-                  f"{s.words_per_turn} words a turn)"),
+        *([("scenes imagined", str(s.scene_outlines)),
+           ("dialogues", f"{s.dialogues.get('experience', 0)} experiences, "
+                         f"{s.dialogues.get('protective', 0)} protective"),
+           ("words", f"{s.words} ({s.turns_per_dialogue} turns a dialogue, "
+                     f"{s.words_per_turn} words a turn)")] if dialogues else []),
         *([("PersLLM records", ", ".join(f"{k} {v}" for k, v in s.qa_records.items())
             + (f"; stage tokens {' '.join(s.stage_tokens)}" if s.stage_tokens else ""))]
           if s.qa_records else []),
@@ -447,8 +451,8 @@ def _print_dataset_stats(result: DatasetBuild) -> None:
         *([("DPO pairs", f"{s.dpo['pairs']} (" + ", ".join(
             f"{k} {v['pairs']}" for k, v in s.dpo["sources"].items() if v["pairs"]) + ")")]
           if s.dpo else []),
-        ("skipped", f"{s.skipped} dialogues (no turn of {s.name})"),
-        ("thinking turns", str(s.thinking_turns)),
+        *([("skipped", f"{s.skipped} dialogues (no turn of {s.name})"),
+           ("thinking turns", str(s.thinking_turns))] if dialogues else []),
         ("rejected", _per_stage(s.rejected)),
         ("failed", ", ".join(f"{stage} {n}" for stage, n in s.failed.items() if n) or "0"),
     ]

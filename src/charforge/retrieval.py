@@ -73,8 +73,10 @@ class MiniLMEmbedder:
                 from sentence_transformers import SentenceTransformer
 
                 from charforge.llm.embedded import minilm_dir
+                from charforge.llm.local import quiet_progress_bars
 
-                self._model = SentenceTransformer(str(minilm_dir()), device="cpu")
+                with quiet_progress_bars():  # no "Loading weights" bar in a user's terminal
+                    self._model = SentenceTransformer(str(minilm_dir()), device="cpu")
             return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -33,7 +33,12 @@ from charforge.dataset.build import (
     examples,
     prompted_record,
 )
-from charforge.dataset.dedup import SplitResult, dialogue_duplicates, grouped_split
+from charforge.dataset.dedup import (
+    DedupResult,
+    SplitResult,
+    dialogue_duplicates,
+    grouped_split,
+)
 from charforge.dataset.dpo import RejectedPool, mine_pairs
 from charforge.dataset.personified import (
     DEDUP_THRESHOLD,
@@ -156,18 +161,24 @@ def build_dataset(
     with_analysis: bool = False,
     dpo: bool = False,
     seed: int = 0,
+    dedup: bool = True,
 ) -> DatasetBuild:
     """Every kind of record of a character -> SFT chat records (both kinds in one
     dataset), prompted records, optional DPO pairs, statistics and a card. Nothing in
-    the store changes; the folder is replaced whole, only when everything succeeded."""
+    the store changes; the folder is replaced whole, only when everything succeeded.
+    `dedup=False` keeps near-duplicates (to rebuild a dataset as an earlier release did)."""
     check_build_options(test_fraction, dedup_threshold, dialogue_threshold)
+    question_threshold = dedup_threshold if dedup else None
+    dialogue_cut = dialogue_threshold if dedup else None
     character = workspace.load_character(character_name)
     store = workspace.store()
     try:
+        if dpo:  # before any embedding: a build that cannot give pairs says so at once
+            _check_dpo_sources(workspace, store, character)
         er = _experience_records(store, character, preset=preset,
-                                 test_fraction=test_fraction, threshold=dialogue_threshold,
+                                 test_fraction=test_fraction, threshold=dialogue_cut,
                                  seed=seed)
-        qa = (prepare_qa(store, character, threshold=dedup_threshold,
+        qa = (prepare_qa(store, character, threshold=question_threshold,
                          test_fraction=test_fraction, seed=seed)
               if _has_any(store, character.slug, ("answer", "stylized")) else None)
         if not er.sft and not (qa and qa.items):
@@ -179,7 +190,7 @@ def build_dataset(
         qa_rows = [qa_record(character, item, split="test" if in_test else "train",
                              preset=preset, with_analysis=with_analysis)
                    for item, in_test in zip(qa.items, qa.test, strict=True)] if qa else []
-        others = _other_personas(workspace, store, character, dedup_threshold, test_fraction,
+        others = _other_personas(workspace, store, character, question_threshold, test_fraction,
                                  seed) if qa and qa.items else []
         pairs: list[dict[str, Any]] = []
         dpo_stats: dict[str, Any] | None = None
@@ -193,7 +204,7 @@ def build_dataset(
             words_per_turn=er.words_per_turn, thinking_turns=er.thinking,
             sft_records=len(sft), skipped=er.skipped, train=len(sft) - test, test=test,
             qa_records=_qa_counts(qa), stage_tokens=_tokens(qa),
-            dedup={"dialogues": er.dedup, **({"questions": _qa_dedup(qa, dedup_threshold)}
+            dedup={"dialogues": er.dedup, **({"questions": _qa_dedup(qa, question_threshold)}
                                             if qa else {})},
             split=_split_stats(er, qa, test_fraction, seed), dpo=dpo_stats,
             distinctiveness=_distinctiveness(qa, others), **_stage_counts(store, character),
@@ -233,12 +244,14 @@ class _ExperienceRecords:
 
 
 def _experience_records(store: Store, character: Character, *, preset: MetaPreset,
-                        test_fraction: float, threshold: float,
+                        test_fraction: float, threshold: float | None,
                         seed: int) -> _ExperienceRecords:
     """Experience and protective dialogues: near-duplicates removed (word 5-gram Jaccard),
     split by scene, rendered in both formats."""
     found = list(examples(store, character))
-    dedup = dialogue_duplicates([_dialogue_text(e) for e in found], threshold)
+    dedup = (dialogue_duplicates([_dialogue_text(e) for e in found], threshold)
+             if threshold is not None else DedupResult(kept=list(range(len(found))),
+                                                       removed=[]))
     kept = [found[i] for i in dedup.kept]
     result = _ExperienceRecords(dedup={"threshold": threshold, "removed": len(dedup.removed),
                                        "examples": [{"removed": found[r.index].task_id,
@@ -269,7 +282,8 @@ def _experience_records(store: Store, character: Character, *, preset: MetaPrese
 
 
 def _other_personas(workspace: Workspace, store: Store, character: Character,
-                    threshold: float, test_fraction: float, seed: int) -> list[QAPrepared]:
+                    threshold: float | None, test_fraction: float,
+                    seed: int) -> list[QAPrepared]:
     """The other characters' answers, prepared (dedup, split) exactly as their own
     datasets are: the other side of preference pairs and of the BLEU comparison."""
     prepared = []
@@ -279,6 +293,25 @@ def _other_personas(workspace: Workspace, store: Store, character: Character,
         prepared.append(prepare_qa(store, other, threshold=threshold,
                                    test_fraction=test_fraction, seed=seed))
     return prepared
+
+
+def _check_dpo_sources(workspace: Workspace, store: Store, character: Character) -> None:
+    """Refuse --dpo when no source of rejected answers exists at all (other characters'
+    answers, answers of two stages, base-model answers, answers rejected for content)."""
+    slug = character.slug
+    if not _has_any(store, slug, ("answer",)):
+        raise CharforgeError(f"--dpo needs answers of {character.short_name}: run charforge "
+                             f"generate questions, then answers {slug}")
+    stages = {record.data.get("stage") for record in store.records(slug, "answer")}
+    if (len(stages - {None}) >= 2 or _has_any(store, slug, ("base_answer",))
+            or store.rejected_answers(slug, "answers", CONTENT_REASONS)
+            or any(other.slug != slug and _has_any(store, other.slug, ("answer",))
+                   for other in workspace.characters())):
+        return
+    raise CharforgeError(
+        f"no DPO pairs for {character.short_name}: no other character has answers, no answers "
+        f"span two stages, no base-model answers (charforge generate base-answers {slug} -m "
+        "BASE) and no answers rejected for content; add one of them")
 
 
 def _dpo_pairs(store: Store, character: Character, qa: QAPrepared | None,
@@ -299,9 +332,9 @@ def _dpo_pairs(store: Store, character: Character, qa: QAPrepared | None,
                                    rejected, preset=preset)
     if not pairs:
         raise CharforgeError(
-            f"no DPO pairs for {character.short_name}: no other character has answers, no "
-            f"answers span two stages, no base-model answers (charforge generate base-answers "
-            f"{character.slug} -m BASE) and no answers rejected for content; add one of them")
+            f"no DPO pairs for {character.short_name}: the sources there are gave no pair on "
+            "the same side of the split (too few answers?); add answers, another character's "
+            "answers or base-model answers")
     return pairs, {"pairs": len(pairs), "train": sum(p["split"] == "train" for p in pairs),
                    "test": sum(p["split"] == "test" for p in pairs),
                    "sources": {k: v.model_dump() for k, v in per_source.items()}}
@@ -320,7 +353,7 @@ def _tokens(qa: QAPrepared | None) -> list[str]:
     return [token for token in STAGE_TOKENS if token in used]
 
 
-def _qa_dedup(qa: QAPrepared, threshold: float) -> dict[str, Any]:
+def _qa_dedup(qa: QAPrepared, threshold: float | None) -> dict[str, Any]:
     return {"threshold": threshold, "removed": qa.removed, "examples": qa.removed_examples}
 
 

@@ -101,13 +101,14 @@ def embed_questions(items: Sequence[QAItem]) -> np.ndarray:
     return default_embedder().encode([item.question for item in items])
 
 
-def prepare_qa(store: Store, character: Character, *, threshold: float, test_fraction: float,
-               seed: int) -> QAPrepared:
-    """Dedup (greedy, in store order) and the leakage-free split of a character's items."""
+def prepare_qa(store: Store, character: Character, *, threshold: float | None,
+               test_fraction: float, seed: int) -> QAPrepared:
+    """Dedup (greedy, in store order; None: none) and the leakage-free split of a
+    character's items."""
     items = qa_items(store, character)
     vectors = embed_questions(items)
-    dedup: DedupResult = near_duplicates(vectors, threshold) if items else DedupResult(
-        kept=[], removed=[])
+    dedup = (near_duplicates(vectors, threshold) if items and threshold is not None
+             else DedupResult(kept=list(range(len(items))), removed=[]))
     examples = [{"removed": items[r.index].question, "kept": items[r.duplicate_of].question,
                  "similarity": round(r.similarity, 4)} for r in dedup.removed[:5]]
     kept = [items[i] for i in dedup.kept]

@@ -9,6 +9,7 @@ sample) until that many questions are asked for.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
@@ -72,14 +73,18 @@ class QuestionStage(PersonifiedStage, ExampleStage):
         return ("knowledge", "style") if self.options.pattern == "ordinary" else ("knowledge",)
 
     def sources(self) -> list[tuple[Any, PassageKind, int, str]]:
-        """(stage, kind, index, text) of each passage a pass visits, in a stable order."""
-        found = []
+        """(stage, kind, index, text) of each passage a pass visits, in a stable order:
+        the stages taken in turn, so that a `count` short of a pass still covers each."""
+        per_stage = []
         for stage in self.stages:
+            found = []
             for kind in self.kinds():
                 for index, (text, label) in enumerate(passages_of(self.character, kind)):
                     if in_stage(label, stage):
                         found.append((stage, kind, index, text))
-        return found
+            per_stage.append(found)
+        return [source for turn in itertools.zip_longest(*per_stage) for source in turn
+                if source is not None]
 
     def plan(self) -> Iterator[PlannedTask]:
         options: QuestionOptions = self.options

@@ -203,7 +203,7 @@ class LocalChatModel(ChatModelBase):
             self._device = _pick_device(self.config.device)
             dtype = _pick_dtype(self.config.dtype, self._device)
             try:
-                with _quiet_progress_bars():
+                with quiet_progress_bars():
                     tokenizer = AutoTokenizer.from_pretrained(source, **extra)
                     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
             except OSError as exc:
@@ -377,7 +377,7 @@ class LocalChatModel(ChatModelBase):
 
 
 @contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
+def quiet_progress_bars() -> Iterator[None]:
     """Hide transformers' per-tensor loading bars (callers show their own)."""
     from transformers.utils import logging as hf_logging
 
