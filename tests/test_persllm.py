@@ -402,3 +402,34 @@ def test_question_lists_and_answers_are_read_in_either_format():
                                  json_mode=True) == (False, "corrects it")
     with pytest.raises(Rejected, match="neither YES nor NO"):
         parse_premise_verdict("Perhaps.", json_mode=False)
+
+
+def test_the_embedded_teachers_persllm_answers_are_rejected_for_what_a_reader_sees():
+    """tests/data/smollm2-persllm.jsonl: every question and answer SmolLM2-135M wrote for
+    Darwin (examples/darwin) in one session, each labelled unusable by reading it: questions
+    about nothing in their passage ("What was that you said?"), answers to something else
+    ("I'd like to modify the provided input again"). The checks must agree."""
+    from charforge.parse.persona import parse_character_answer, touches
+    from charforge.records import Rejected
+
+    rows = [json.loads(line) for line in
+            (Path(__file__).parent / "data" / "smollm2-persllm.jsonl").read_text().splitlines()]
+    names = ("Charles Darwin", "Darwin")
+    home = ("In 1839 he married his cousin Emma Wedgwood, and in 1842 they moved to Down House "
+            "in Kent, where he lived and worked for the rest of his life.")
+    assert touches("Why did you marry your cousin?", home, names)  # what a reader accepts
+    assert touches("Tell me about Down House.", home, names)  # common words, as a name
+    assert not touches("Is there any truth to Mr. Darwin?", home, names)  # only the name
+    assert len(rows) >= 10 and all(row["label"].startswith("unusable") for row in rows)
+    for row in rows:
+        if row["kind"] == "question":
+            assert not touches(f"{row['text']} {row['false_claim'] or ''}", row["passage"],
+                               names), row["text"]
+            continue
+        grounds = "\n".join([row["question"], *row["knowledge"][:1]])
+        try:
+            parse_character_answer(json.dumps({"response": row["text"]}), json_mode=True,
+                                   with_analysis=False)
+        except Rejected:
+            continue
+        assert not touches(row["text"], grounds, names), row["text"]

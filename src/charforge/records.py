@@ -16,6 +16,7 @@ RejectionReason = Literal[
     "junk",  # schema-valid but not language: repeats, fragments, non-words
     "one_speaker",  # a dialogue in which nobody answers the main character
     "copied",  # shares a long run of words with the prompt's own example
+    "off_topic",  # touches nothing in its passage (questions) or in the question (answers)
     "out_of_character",  # the answer speaks as an AI or a narrator, not as the character
     "accepted_false_premise",  # an answer that takes an error question's false claim as true
 ]

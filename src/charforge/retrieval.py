@@ -178,6 +178,8 @@ class PassageIndex:
                  built: bool) -> None:
         self.embedder = embedder
         self.path = path
+        # What the index was built from (passages, embedder, chunking), for task identities.
+        self.key = path.stem.rsplit("-", 1)[-1]
         self.built = built  # True when this open embedded the passages
         self.chunks_embedded = len(chunk_passage) if built else 0
         self._embeddings = embeddings

@@ -56,6 +56,7 @@ DB_NAME = "charforge.db"
 TaskStatus = Literal["pending", "leased", "done", "failed", "rejected"]
 STATUSES: tuple[TaskStatus, ...] = ("pending", "leased", "done", "failed", "rejected")
 
+
 class Feedback(BaseModel):
     """A reviewer's note on a character's answers, in the order given."""
 

@@ -100,7 +100,7 @@ class AnswerStage(PersonifiedStage):
                 "stage_now": stage_now(self.character, self.stage_of(data.get("stage"))),
                 "cot": cot,
                 "knowledge": list(retrieved.knowledge), "style": list(retrieved.style),
-                "passages": self.index.path.stem,
+                "passages": self.index.key,
                 "feedback_id": pin,
                 "feedback": [note.text for note in feedback if note.id <= pin],
             }
@@ -130,6 +130,7 @@ class AnswerStage(PersonifiedStage):
         answer = parse_character_answer(text, json_mode=task.mode == "json",
                                         with_analysis=bool(inputs.get("cot")))
         self.check_language(answer.response)
+        self.check_topic(answer.response, inputs["question"], task.inputs)
         (question_task, question_idx), = task.parents
         return [("answer", {
             "question": inputs["question"], "pattern": inputs["pattern"],

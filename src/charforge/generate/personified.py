@@ -13,6 +13,9 @@ from charforge.character import Character, Stage
 from charforge.errors import CharforgeError
 from charforge.generate.base import LanguageCheck
 from charforge.llm.embedded import cache_dir
+from charforge.parse.persona import touches
+from charforge.parse.quality import quote
+from charforge.records import Rejected
 
 if TYPE_CHECKING:  # numpy and the embedding model load only when a stage retrieves
     from charforge.retrieval import PassageIndex, PassageRef, Retrieved
@@ -51,6 +54,17 @@ def passages_of(character: Character, kind: PassageKind) -> list[tuple[str, str 
 
 class PersonifiedStage(LanguageCheck):
     """A PersLLM stage: knows the character's stages and its retrieval index."""
+
+    def check_topic(self, response: str, asked: str, inputs: Mapping[str, Any]) -> None:
+        """An answer shares some content word with what was asked or with the passage
+        retrieved first (the question's own, or the best match); one that shares none
+        answers something else ("off_topic"). All 1,500 retrieved words would be too
+        easy to touch by chance."""
+        first = self.passage_texts(inputs)["knowledge"][:1]
+        grounds = "\n".join([asked, *first])
+        if not touches(response, grounds, (self.character.name, self.character.short_name)):
+            raise Rejected("off_topic", f"the response touches neither the question nor its "
+                           f"passage: {quote(response)}")
 
     def stage_of(self, label: str | None) -> Stage | None:
         if label is None:

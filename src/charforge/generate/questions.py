@@ -25,7 +25,8 @@ from charforge.generate.personified import (
     run_stages,
     stage_now,
 )
-from charforge.parse.persona import parse_questions
+from charforge.parse.persona import parse_questions, touches
+from charforge.parse.quality import quote
 from charforge.parse.schemas import ErrorQuestionsAnswer, QuestionsAnswer
 from charforge.records import Rejected
 from charforge.stages import PlannedTask, Records, StageContext, StageOptions, register_stage
@@ -134,6 +135,15 @@ class QuestionStage(PersonifiedStage, ExampleStage):
                                  min_words=8 if pattern == "thought" else 4)
         self.check_copy(task, "\n".join(item.text for item in raised))
         self.check_language("\n".join(item.text for item in raised))
+        if pattern != "thought":  # opinions may wander to a neighbouring subject
+            names = (inputs["name"], inputs["short_name"])
+            on_topic = [item for item in raised
+                        if touches(f"{item.text} {item.false_claim or ''}", inputs["passage"],
+                                   names)]
+            if not on_topic:
+                raise Rejected("off_topic", f"none of the {len(raised)} questions touches its "
+                               f"passage (e.g. {quote(raised[0].text)})")
+            raised = on_topic
         asked = int(inputs["n"])
         if len(raised) * 2 < asked:
             raise Rejected("too_short", f"{len(raised)} usable questions of {asked} asked")

@@ -147,7 +147,7 @@ class StylizedStage(PersonifiedStage):
                 "instruction": text, "index": index, "stage": options.stage,
                 "stage_now": stage_now(self.character, stage),
                 "knowledge": list(retrieved.knowledge), "style": list(retrieved.style),
-                "passages": self.index.path.stem,
+                "passages": self.index.key,
             })
 
     def output_model(self, inputs: Mapping[str, Any]) -> type[BaseModel] | None:
@@ -164,6 +164,7 @@ class StylizedStage(PersonifiedStage):
                                         with_analysis=False)
         self.check_language(answer.response)
         inputs = task.inputs
+        self.check_topic(answer.response, inputs["instruction"], inputs)
         return [("stylized", {"instruction": inputs["instruction"], "index": inputs["index"],
                               "stage": inputs["stage"],
                               "stage_token": self.token_of(inputs["stage"]),

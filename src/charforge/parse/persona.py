@@ -5,10 +5,11 @@ checks and rejection reasons."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from charforge.parse.json_answers import load_json
-from charforge.parse.quality import junk_reason, quote
+from charforge.parse.quality import COMMON_WORDS, WORD, junk_reason, quote
 from charforge.records import Rejected
 
 _NUMBERED = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*•])\s*")
@@ -17,9 +18,30 @@ _QUOTES = "\"'“”‘’«»"
 # The phrases a model uses when it forgets it is playing somebody.
 _OUT_OF_CHARACTER = re.compile(
     r"\b(as an ai|an ai (?:language )?model|a language model|i am an ai|i'm an ai|"
-    r"as a large language model|i cannot role-?play|openai)\b", re.IGNORECASE)
+    r"as a large language model|i cannot role-?play|openai|the (?:provided|given|above) "
+    r"(?:input|text|passage|question)|the suggested changes|this (?:text|passage) "
+    r"(?:contains|describes|says))\b", re.IGNORECASE)
 MIN_QUESTION_WORDS = 4
 MIN_RESPONSE_WORDS = 5
+
+
+def _stems(text: str, leave_out: frozenset[str] = frozenset()) -> set[str]:
+    """The content words of `text` (4+ letters; a common word only as a name, e.g. 'Down
+    House'), cut to 5 letters so that 'married' meets 'marry'."""
+    stems = set()
+    for word in WORD.findall(text):
+        lower = word.lower()
+        if (len(lower) >= 4 and lower not in leave_out
+                and (lower not in COMMON_WORDS or word[0].isupper())):
+            stems.add(lower[:5])
+    return stems
+
+
+def touches(text: str, passage: str, names: Sequence[str] = ()) -> bool:
+    """Whether `text` shares a content word with `passage`, the character's names apart
+    (a question that only names the character is about nothing in particular)."""
+    leave_out = frozenset(word.lower() for name in names for word in WORD.findall(name))
+    return bool(_stems(text, leave_out) & _stems(passage, leave_out))
 
 
 @dataclass(frozen=True)
