@@ -326,6 +326,19 @@ def test_the_chain_works_for_a_character_llm_profile(tmp_path, server):
     assert system["messages"][0]["content"].startswith("You are Ludwig van Beethoven")
 
 
+def test_a_cards_lorebook_and_description_are_its_knowledge(tmp_path, server):
+    ws = teacher_workspace(tmp_path / "ws", server.base_url, json_schema=True)
+    card = ws.import_character(Path(__file__).parents[1] / "examples" / "wren.png")
+    plan = generate(ws, card.slug, "questions", options={"per_passage": 1}, dry_run=True,
+                    **QUIET)
+    # one task per lorebook entry, description paragraph and example message
+    assert plan.tasks == len(card.knowledge) + len(card.profile) + len(card.style) == 8
+    generate(ws, card.slug, "questions", options={"per_passage": 1, "count": 8}, **QUIET)
+    sources = {(q["source"]["kind"], q["passage"]) for q in records(ws, card.slug, "question")}
+    assert {text for kind, text in sources if kind == "knowledge"} == {
+        *(p.text for p in card.knowledge), *card.profile}
+
+
 # -- bad input ---------------------------------------------------------------------------
 def test_bad_input_is_one_line_and_changes_nothing(tmp_path, server):
     ws = workspace(tmp_path, server)
