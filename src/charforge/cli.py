@@ -25,7 +25,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from charforge.errors import CharforgeError
-from charforge.roleplay import ASK_SAMPLING  # the `ask` defaults, shared with the demo
+from charforge.roleplay import ASK_SAMPLING
+
+try:  # typer ships its own copy of click; its usage errors are these
+    from typer._click import exceptions as usage_errors
+except ImportError:  # an older typer on plain click
+    from click import exceptions as usage_errors  # type: ignore[no-redef]  # the `ask` defaults, shared with the demo
 
 if TYPE_CHECKING:
     from charforge.dataset.export import DatasetBuild
@@ -338,8 +343,8 @@ def dataset_build(
     dpo: Annotated[bool, typer.Option(
         help="also write dpo.jsonl: preference pairs (TRL's conversational format)")] = False,
     seed: Annotated[int, typer.Option(help="seed of the train/test split")] = 0,
-    dedup: Annotated[bool, typer.Option(help="drop near-duplicates (--no-dedup keeps them, as "
-                                        "datasets were built before dedup)")] = True,
+    dedup: Annotated[bool, typer.Option(help="drop near-duplicates (--no-dedup keeps every "
+                                        "record)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the statistics as JSON, "
                                           "for scripts")] = False,
     workspace: WorkspaceOption = None,
@@ -643,7 +648,20 @@ def demo(
 def main() -> None:
     """Console entry point: one-line errors, clean interrupts."""
     try:
-        app()  # standalone: usage errors print themselves and exit 2
+        code = app(standalone_mode=False)  # usage errors come here, to print on one line
+        if isinstance(code, int) and code:  # typer.Exit(n) inside a command
+            sys.exit(code)
+    except usage_errors.NoArgsIsHelpError as exc:  # `charforge character`: its help
+        exc.show()
+        sys.exit(exc.exit_code)
+    except usage_errors.UsageError as exc:  # a bad option or argument: one line
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
+        message = " ".join(exc.format_message().replace("Value error, ", "").split())
+        err.print(f"error: {message}{where}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:  # Ctrl-C at a prompt
+        err.print("interrupted", markup=False)
+        _leave_now(130)
     except SystemExit as exc:
         if exc.code == 130:  # interrupted: what the run got is stored by now
             _leave_now(130)

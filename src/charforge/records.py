@@ -60,3 +60,12 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason: RejectionReason = reason
         self.detail = detail
+
+
+class Feedback(BaseModel):
+    """A reviewer's note on a character's answers (PersLLM's review), in the order given."""
+
+    id: int
+    character: str
+    text: str
+    created_at: float

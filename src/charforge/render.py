@@ -17,15 +17,6 @@ from charforge.prompts import render_prompt
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 MetaPreset = Literal["charforge", "character-llm"]
 META_TEMPLATES: dict[str, str] = {"charforge": "meta_prompt", "character-llm": "meta_character_llm"}
-# What is happening, per kind of PersLLM record (the meta prompt's status line).
-_QUESTION_STATUS = {
-    "ordinary": "Somebody asks {short_name} a question.",
-    "error": "Somebody asks {short_name} a question.",
-    "thought": "Somebody tells {short_name} an opinion and waits for a reaction.",
-    "instruction": "Somebody asks {short_name} for help with a task.",
-}
-
-
 def meta_prompt(character: Character, location: str, status: str,
                 preset: MetaPreset = "charforge") -> str:
     """The system message of a trained agent: ours, or Character-LLM's as published."""
@@ -53,7 +44,7 @@ def question_messages(character: Character, question: str, *, pattern: str,
     """The prompt of a PersLLM record as the agent is trained and asked: the meta prompt
     (stage token first), then the question. Retrieved passages never appear here: the
     agent must carry the knowledge itself."""
-    status = _QUESTION_STATUS.get(pattern, _QUESTION_STATUS["ordinary"])
-    system = meta_prompt(character, "", status.format(short_name=character.short_name), preset)
+    status = render_prompt("question_status", pattern=pattern, short_name=character.short_name)
+    system = meta_prompt(character, "", status, preset)
     return [{"role": "system", "content": stage_marked(system, stage_token)},
             {"role": "user", "content": question}]

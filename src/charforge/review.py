@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from charforge.errors import CharforgeError
-from charforge.store import Feedback
+from charforge.records import Feedback
 
 if TYPE_CHECKING:
     from charforge.workspace import Workspace

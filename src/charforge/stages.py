@@ -35,7 +35,7 @@ from charforge.llm.grammar import HINTS_KEY
 from charforge.parse import response_format, truncation_check
 from charforge.parse.schemas import schema_fingerprint
 from charforge.prompts import PROMPTS, Templates, templates_for
-from charforge.records import Rejected
+from charforge.records import Feedback, Rejected
 from charforge.session import TaskSession
 from charforge.tasks import RecordRef, StoredRecord, TaskRow
 
@@ -68,7 +68,7 @@ class RecordReader(Protocol):
     def task_inputs(self, character: str, stage: str) -> Iterator[
         tuple[tuple[RecordRef, ...], dict[str, Any]]]: ...
 
-    def feedback(self, character: str) -> list[Any]: ...
+    def feedback(self, character: str) -> list[Feedback]: ...
 
 
 @dataclass(frozen=True)

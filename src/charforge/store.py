@@ -36,6 +36,7 @@ from charforge.errors import StoreError
 from charforge.files import process_alive
 from charforge.llm.base import Completion, FailedTry, Usage
 from charforge.migrations import apply_migrations
+from charforge.records import Feedback
 from charforge.tasks import (
     PlanCounts,
     RecordRef,
@@ -57,22 +58,13 @@ TaskStatus = Literal["pending", "leased", "done", "failed", "rejected"]
 STATUSES: tuple[TaskStatus, ...] = ("pending", "leased", "done", "failed", "rejected")
 
 
-class Feedback(BaseModel):
-    """A reviewer's note on a character's answers, in the order given."""
-
-    id: int
-    character: str
-    text: str
-    created_at: float
-
-
 class RejectedAnswer(BaseModel):
     """A teacher's answer that was rejected, with its task's settings and lineage."""
 
     task_id: str
     round: int
     reason: str
-    text: str
+    turns: list[str]  # every answer of that round, in order (repairs, checks included)
     params: dict[str, Any]
     inputs: dict[str, Any]
     parents: list[tuple[str, int]]
@@ -520,14 +512,19 @@ class Store:
         rejected, then asked again and accepted, keeps its rejected answer here)."""
         marks = ", ".join("?" * len(reasons))
         rows = self._all(
-            "SELECT j.task_id, j.round, j.reason, c.text, t.params, t.inputs FROM rejections j "
-            "JOIN tasks t ON t.id = j.task_id JOIN completions c ON c.task_id = j.task_id "
-            "AND c.round = j.round AND c.turn = 0 WHERE t.character=? AND t.stage=? AND "
+            "SELECT j.task_id, j.round, j.reason, t.params, t.inputs FROM rejections j "
+            "JOIN tasks t ON t.id = j.task_id WHERE t.character=? AND t.stage=? AND "
             f"j.reason IN ({marks}) ORDER BY t.rowid, j.round", (character, stage, *reasons))
-        return [RejectedAnswer(task_id=task_id, round=round_, reason=reason, text=text,
-                               params=json.loads(params), inputs=json.loads(inputs),
-                               parents=self.parents_of(task_id))
-                for task_id, round_, reason, text, params, inputs in rows]
+        found = []
+        for task_id, round_, reason, params, inputs in rows:
+            turns = [text for (text,) in self._all(
+                "SELECT text FROM completions WHERE task_id=? AND round=? ORDER BY turn",
+                (task_id, round_))]
+            found.append(RejectedAnswer(task_id=task_id, round=round_, reason=reason,
+                                        turns=turns, params=json.loads(params),
+                                        inputs=json.loads(inputs),
+                                        parents=self.parents_of(task_id)))
+        return found
 
     def add_feedback(self, character: str, text: str) -> Feedback:
         """Keep a reviewer's note; it applies to the answers planned after it."""

@@ -48,6 +48,13 @@ class RejectedPool:
     items: list[QAItem] = field(default_factory=list)
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 384), dtype=np.float32))
     test: list[bool] = field(default_factory=list)
+    _sides: dict[bool, np.ndarray] = field(default_factory=dict)
+
+    def side(self, in_test: bool) -> np.ndarray:
+        """Positions of the items on one side of the split."""
+        if in_test not in self._sides:
+            self._sides[in_test] = np.flatnonzero(np.array(self.test, dtype=bool) == in_test)
+        return self._sides[in_test]
 
     @classmethod
     def of(cls, prepared: Sequence[QAPrepared]) -> RejectedPool:
@@ -99,6 +106,7 @@ def mine_pairs(character: Character, own: QAPrepared, others: RejectedPool,
         totals[source][1] += _words(rejected)
 
     answers = [(i, item) for i, item in enumerate(own.items) if item.source == "answer"]
+    staged = _StageSides(own)
     for position, item in answers:
         in_test = own.test[position]
         vector = own.vectors[position]
@@ -106,9 +114,9 @@ def mine_pairs(character: Character, own: QAPrepared, others: RejectedPool,
         if other is not None:
             add(item, in_test, other, "other_character")
         if item.stage_token:
-            staged = _other_stage(own, vector, in_test, item)
-            if staged is not None:
-                add(item, in_test, staged, "other_stage")
+            other_stage = _other_stage(own, staged, vector, in_test, item)
+            if other_stage is not None:
+                add(item, in_test, other_stage, "other_stage")
         if item.question_ref is not None:
             base = base_answers.get(item.question_ref)
             if base:
@@ -126,25 +134,29 @@ def mine_pairs(character: Character, own: QAPrepared, others: RejectedPool,
 def _other_character(pool: RejectedPool, vector: np.ndarray, in_test: bool, item: QAItem,
                      skip_nearest: int) -> str | None:
     """The answer of another character to the (k+1)-th most similar question on the same
-    side of the split."""
-    if not pool.items:
+    side of the split (its first that differs from the chosen answer)."""
+    side = pool.side(in_test)
+    if len(side) <= skip_nearest:
         return None
-    scores = pool.vectors @ vector
-    ranked = [i for i in np.argsort(-scores, kind="stable") if pool.test[i] == in_test]
-    for index in ranked[skip_nearest:]:
-        candidate = pool.items[index]
-        if not _same(candidate.response, item.response):
-            return candidate.response
-    return None
+    scores = pool.vectors[side] @ vector
+    wanted = min(len(side), skip_nearest + 16)  # a few spares for equal answers
+    while True:
+        top = np.argpartition(-scores, wanted - 1)[:wanted]
+        ranked = top[np.lexsort((top, -scores[top]))]  # best first, ties by position
+        for index in ranked[skip_nearest:]:
+            candidate = pool.items[side[index]]
+            if not _same(candidate.response, item.response):
+                return candidate.response
+        if wanted == len(side):
+            return None
+        wanted = len(side)
 
 
-def _other_stage(own: QAPrepared, vector: np.ndarray, in_test: bool,
+def _other_stage(own: QAPrepared, staged: _StageSides, vector: np.ndarray, in_test: bool,
                  item: QAItem) -> str | None:
     """The character's answer, from another stage, to the most similar question on the
     same side of the split."""
-    eligible = np.array([other.source == "answer" and bool(other.stage_token)
-                         and other.stage != item.stage and test == in_test
-                         for other, test in zip(own.items, own.test, strict=True)])
+    eligible = staged.eligible(item.stage, in_test)
     if not eligible.any():
         return None
     scores = np.where(eligible, own.vectors @ vector, -np.inf)
@@ -154,3 +166,21 @@ def _other_stage(own: QAPrepared, vector: np.ndarray, in_test: bool,
         if not _same(own.items[index].response, item.response):
             return own.items[index].response
     return None
+
+
+class _StageSides:
+    """Which of a character's items may give an `other_stage` answer: computed once, as
+    arrays, per (stage, side of the split)."""
+
+    def __init__(self, own: QAPrepared) -> None:
+        self.stage = np.array([str(item.stage) for item in own.items], dtype=object)
+        self.base = np.array([item.source == "answer" and bool(item.stage_token)
+                              for item in own.items], dtype=bool)
+        self.test = np.array(own.test, dtype=bool)
+        self._cache: dict[tuple[str, bool], np.ndarray] = {}
+
+    def eligible(self, stage: str | None, in_test: bool) -> np.ndarray:
+        key = (str(stage), in_test)
+        if key not in self._cache:
+            self._cache[key] = self.base & (self.stage != key[0]) & (self.test == in_test)
+        return self._cache[key]

@@ -43,8 +43,10 @@ from charforge.dataset.dpo import RejectedPool, mine_pairs
 from charforge.dataset.personified import (
     DEDUP_THRESHOLD,
     MAX_TRAIN_TEST_SIMILARITY,
+    QAItem,
     QAPrepared,
     prepare_qa,
+    qa_items,
     qa_record,
 )
 from charforge.errors import CharforgeError
@@ -139,9 +141,11 @@ def _example_group(store: Store, example: Example) -> str:
 
 
 def check_build_options(test_fraction: float, dedup_threshold: float,
-                        dialogue_threshold: float) -> None:
+                        dialogue_threshold: float, seed: int = 0) -> None:
     if not 0.0 <= test_fraction < 1.0:
         raise CharforgeError("--test-fraction must be at least 0 and below 1")
+    if seed < 0:
+        raise CharforgeError(f"--seed must be 0 or more; given {seed}")
     if not 0.0 < dedup_threshold <= 1.0:
         raise CharforgeError(f"--dedup-threshold must be above 0 and at most 1 (a cosine); "
                              f"given {dedup_threshold}")
@@ -164,10 +168,11 @@ def build_dataset(
     dedup: bool = True,
 ) -> DatasetBuild:
     """Every kind of record of a character -> SFT chat records (both kinds in one
-    dataset), prompted records, optional DPO pairs, statistics and a card. Nothing in
+    dataset), prompted records, optional DPO pairs, statistics and a card. No record in
     the store changes; the folder is replaced whole, only when everything succeeded.
-    `dedup=False` keeps near-duplicates (to rebuild a dataset as an earlier release did)."""
-    check_build_options(test_fraction, dedup_threshold, dialogue_threshold)
+    `dedup=False` keeps near-duplicates (with no test split, that is the dataset an
+    earlier release built)."""
+    check_build_options(test_fraction, dedup_threshold, dialogue_threshold, seed)
     question_threshold = dedup_threshold if dedup else None
     dialogue_cut = dialogue_threshold if dedup else None
     character = workspace.load_character(character_name)
@@ -190,12 +195,14 @@ def build_dataset(
         qa_rows = [qa_record(character, item, split="test" if in_test else "train",
                              preset=preset, with_analysis=with_analysis)
                    for item, in_test in zip(qa.items, qa.test, strict=True)] if qa else []
-        others = _other_personas(workspace, store, character, question_threshold, test_fraction,
-                                 seed) if qa and qa.items else []
         pairs: list[dict[str, Any]] = []
         dpo_stats: dict[str, Any] | None = None
-        if dpo:
+        if dpo:  # other characters' answers, prepared (embedded, split) as their datasets are
+            others = _other_personas(workspace, store, character, question_threshold,
+                                     test_fraction, seed)
             pairs, dpo_stats = _dpo_pairs(store, character, qa, others, preset)
+        other_answers = ([item for other in _other_characters(workspace, store, character)
+                          for item in qa_items(store, other)] if qa and qa.items else [])
         sft = [*er.sft, *qa_rows]
         test = sum(row["split"] == "test" for row in sft)
         stats = DatasetStats(
@@ -207,7 +214,8 @@ def build_dataset(
             dedup={"dialogues": er.dedup, **({"questions": _qa_dedup(qa, question_threshold)}
                                             if qa else {})},
             split=_split_stats(er, qa, test_fraction, seed), dpo=dpo_stats,
-            distinctiveness=_distinctiveness(qa, others), **_stage_counts(store, character),
+            distinctiveness=_distinctiveness(qa, other_answers),
+            **_stage_counts(store, character),
         )
     finally:
         store.close()
@@ -286,13 +294,15 @@ def _other_personas(workspace: Workspace, store: Store, character: Character,
                     seed: int) -> list[QAPrepared]:
     """The other characters' answers, prepared (dedup, split) exactly as their own
     datasets are: the other side of preference pairs and of the BLEU comparison."""
-    prepared = []
-    for other in workspace.characters():
-        if other.slug == character.slug or not _has_any(store, other.slug, ("answer",)):
-            continue
-        prepared.append(prepare_qa(store, other, threshold=threshold,
-                                   test_fraction=test_fraction, seed=seed))
-    return prepared
+    return [prepare_qa(store, other, threshold=threshold, test_fraction=test_fraction,
+                       seed=seed) for other in _other_characters(workspace, store, character)]
+
+
+def _other_characters(workspace: Workspace, store: Store,
+                      character: Character) -> list[Character]:
+    """The workspace's other characters that have answers."""
+    return [other for other in workspace.characters()
+            if other.slug != character.slug and _has_any(store, other.slug, ("answer",))]
 
 
 def _check_dpo_sources(workspace: Workspace, store: Store, character: Character) -> None:
@@ -305,8 +315,7 @@ def _check_dpo_sources(workspace: Workspace, store: Store, character: Character)
     stages = {record.data.get("stage") for record in store.records(slug, "answer")}
     if (len(stages - {None}) >= 2 or _has_any(store, slug, ("base_answer",))
             or store.rejected_answers(slug, "answers", CONTENT_REASONS)
-            or any(other.slug != slug and _has_any(store, other.slug, ("answer",))
-                   for other in workspace.characters())):
+            or _other_characters(workspace, store, character)):
         return
     raise CharforgeError(
         f"no DPO pairs for {character.short_name}: no other character has answers, no answers "
@@ -324,7 +333,11 @@ def _dpo_pairs(store: Store, character: Character, qa: QAPrepared | None,
             for r in store.records(character.slug, "base_answer")}
     rejected: dict[tuple[str, int], list[str]] = {}
     for answer in store.rejected_answers(character.slug, "answers", CONTENT_REASONS):
-        text = response_of(answer.text, json_mode=answer.params.get("mode") == "json",
+        # The answer judged is the last turn, or the one before the check that judged it.
+        turn = -2 if answer.reason == "accepted_false_premise" else -1
+        if len(answer.turns) < -turn:
+            continue
+        text = response_of(answer.turns[turn], json_mode=answer.params.get("mode") == "json",
                            with_analysis=bool(answer.inputs.get("cot")))
         if text and answer.parents:
             rejected.setdefault(tuple(answer.parents[0]), []).append(text)  # type: ignore[arg-type]
@@ -376,12 +389,14 @@ def _split_stats(er: _ExperienceRecords, qa: QAPrepared | None, test_fraction: f
     return split
 
 
-def _distinctiveness(qa: QAPrepared | None, others: list[QAPrepared]) -> dict[str, Any] | None:
+def _distinctiveness(qa: QAPrepared | None,
+                     other_answers: list[QAItem]) -> dict[str, Any] | None:
+    """BLEU of the character's answers (as kept) against each other, across its stages
+    and against other characters' latest answers."""
     answers: dict[tuple[str, str | None], list[str]] = {}
-    for part in [qa, *others] if qa else []:
-        for item in part.items:
-            if item.source == "answer":
-                answers.setdefault((item.character, item.stage), []).append(item.response)
+    for item in [*(qa.items if qa else []), *other_answers]:
+        if item.source == "answer":
+            answers.setdefault((item.character, item.stage), []).append(item.response)
     if not answers:
         return None
     from charforge.dataset.distinct import distinctiveness  # sacrebleu, only when needed

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from charforge.character import Character
 from charforge.dataset.dedup import DedupResult, SplitResult, grouped_split, near_duplicates
@@ -45,13 +44,13 @@ class QAItem:
     analysis: str | None = None
 
 
-class QAPrepared(BaseModel):
-    """The items kept after dedup, their split, and what was removed and why."""
+@dataclass(frozen=True)
+class QAPrepared:
+    """The items kept after dedup, their question embeddings (rows as items), their side
+    of the split, and what dedup removed."""
 
-    model_config = {"arbitrary_types_allowed": True}
-
-    items: list[Any]
-    vectors: Any = Field(description="question embeddings of the kept items")
+    items: list[QAItem]
+    vectors: np.ndarray
     test: list[bool]
     removed: int
     removed_examples: list[dict[str, Any]]
@@ -74,14 +73,15 @@ def qa_items(store: Store, character: Character) -> list[QAItem]:
             group=groups.get(ref, f"question:{ref[0]}"), question_ref=ref,
             analysis=data.get("analysis"))
     items = list(latest.values())
+    stylized: dict[tuple[Any, Any, str], QAItem] = {}  # the latest answer per instruction
     for record in store.records(character.slug, "stylized"):
         data = record.data
-        items.append(QAItem(
+        stylized[(data.get("index"), data.get("stage"), data["instruction"])] = QAItem(
             character=character.slug, source="stylized", task_id=record.task_id,
             question=data["instruction"], response=data["response"], pattern="instruction",
             stage=data.get("stage"), stage_token=data.get("stage_token"),
-            group=f"instruction:{data.get('index')}", question_ref=None))
-    return items
+            group=f"instruction:{data.get('index')}", question_ref=None)
+    return [*items, *stylized.values()]
 
 
 def answer_groups(store: Store, character: Character) -> dict[tuple[str, int], str]:

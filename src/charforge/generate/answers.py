@@ -23,13 +23,21 @@ from charforge.generate.personified import PersonifiedStage, run_stages, stage_n
 from charforge.llm.base import Sampling
 from charforge.parse import response_format, truncation_check
 from charforge.parse.persona import parse_character_answer, parse_premise_verdict
-from charforge.parse.schemas import AnalyzedAnswer, PersonaAnswer, PremiseVerdict
+from charforge.parse.schemas import (
+    AnalyzedAnswer,
+    PersonaAnswer,
+    PremiseVerdict,
+    schema_fingerprint,
+)
 from charforge.records import Rejected
 from charforge.session import TaskSession
 from charforge.stages import PlannedTask, Records, StageContext, StageOptions, register_stage
 from charforge.tasks import RecordRef, TaskRow
 
-CHECK_SAMPLING = Sampling(temperature=0.0, top_p=1.0, max_tokens=160)
+CHECK_SAMPLING = Sampling(temperature=0.0, top_p=1.0, max_tokens=200)
+# How the check is asked, in an error question's task inputs: changing it redoes the work.
+CHECK_IDENTITY = {"sampling": CHECK_SAMPLING.model_dump(mode="json"),
+                  "schema": schema_fingerprint(PremiseVerdict)}
 
 
 class AnswerOptions(StageOptions):
@@ -72,41 +80,58 @@ class AnswerStage(PersonifiedStage):
     def plan(self) -> Iterator[PlannedTask]:
         options: AnswerOptions = self.options
         slug = self.character.slug
-        questions = list(self.questions())
+        # A question of a stage the character no longer has cannot be answered as of it.
+        questions = [q for q in self.questions()
+                     if q.data.get("stage") is None or self.stage_of(q.data["stage"])]
         if not questions:
             return
         feedback = self.context.reader.feedback(slug)
         latest = feedback[-1].id if feedback else 0
-        # Per question, what its answer was last planned with: feedback and analysis.
-        pinned: dict[RecordRef, tuple[int, bool]] = {}
+        # Per question, what its answer was last planned with (the latest planned wins):
+        # the feedback, the analysis, and the passages retrieved for it. Retrieval is not
+        # redone for a question already planned against the same passages and budget, so a
+        # resumed run plans the same tasks without encoding a query.
+        pinned: dict[RecordRef, dict[str, Any]] = {}
         for parents, inputs in self.context.reader.task_inputs(slug, self.name):
             for parent in parents:
-                planned = (int(inputs.get("feedback_id", 0)), bool(inputs.get("cot")))
-                pinned[parent] = planned  # the latest planned wins
-        found = self.retrieve([(q.data["question"], q.data.get("stage"),
-                                self.source_ref(q.data.get("source"))) for q in questions],
-                              options.knowledge_words, options.style_words)
-        for question, retrieved in zip(questions, found, strict=True):
+                pinned[parent] = inputs
+        budget = [options.knowledge_words, options.style_words]
+        key = self.index.key
+
+        def reusable(ref: RecordRef) -> bool:
+            earlier = pinned.get(ref)
+            return bool(earlier and earlier.get("passages") == key
+                        and earlier.get("budget") == budget)
+
+        fresh = [q for q in questions if not reusable((q.task_id, q.idx))]
+        found = dict(zip(((q.task_id, q.idx) for q in fresh), self.retrieve(
+            [(q.data["question"], q.data.get("stage"),
+              self.source_ref(q.data.get("source"), q.data.get("passage"), q.data.get("stage")))
+             for q in fresh], options.knowledge_words, options.style_words), strict=True))
+        for question in questions:
             ref = (question.task_id, question.idx)
-            pin, cot = pinned.get(ref, (latest, False))
-            if options.rerun_older:
-                pin = latest
-            if options.cot is not None:
-                cot = options.cot
+            earlier = pinned.get(ref, {})
+            pin = latest if options.rerun_older or not earlier else int(
+                earlier.get("feedback_id", 0))
+            cot = bool(earlier.get("cot")) if options.cot is None else options.cot
+            if ref in found:
+                knowledge, style = list(found[ref].knowledge), list(found[ref].style)
+            else:
+                knowledge, style = earlier["knowledge"], earlier["style"]
             data = question.data
             inputs = {
                 "question": data["question"], "pattern": data["pattern"],
                 "stage": data.get("stage"),
                 "stage_now": stage_now(self.character, self.stage_of(data.get("stage"))),
                 "cot": cot,
-                "knowledge": list(retrieved.knowledge), "style": list(retrieved.style),
-                "passages": self.index.key,
+                "knowledge": knowledge, "style": style, "passages": key, "budget": budget,
                 "feedback_id": pin,
                 "feedback": [note.text for note in feedback if note.id <= pin],
             }
-            if data["pattern"] == "error":  # what the check compares the answer with
+            if data["pattern"] == "error":  # what the check compares the answer with, how
                 inputs |= {"passage": data.get("passage", ""),
-                           "false_claim": data.get("false_claim") or ""}
+                           "false_claim": data.get("false_claim") or "",
+                           "check": CHECK_IDENTITY}
             yield PlannedTask(inputs, parents=(ref,))
 
     def nothing_to_do(self) -> str | None:

@@ -95,16 +95,36 @@ class PersonifiedStage(LanguageCheck):
         budget = RetrievalBudget(knowledge_words=knowledge_words, style_words=style_words)
         return self.index.search_many(queries, budget=budget) if queries else []
 
-    @staticmethod
-    def source_ref(source: Mapping[str, Any] | None) -> PassageRef | None:
+    def source_ref(self, source: Mapping[str, Any] | None, passage: str | None = None,
+                   stage: str | None = None) -> PassageRef | None:
+        """The passage a question came from, as it is in the character now: at its stored
+        index when the text there is still `passage`, else wherever that text moved to
+        (the character was edited); None when it is gone or no longer of `stage`."""
         from charforge.retrieval import PassageRef
 
-        return PassageRef(kind=source["kind"], index=int(source["index"])) if source else None
+        if not source:
+            return None
+        kind, index = source.get("kind"), int(source.get("index", -1))
+        if kind not in ("knowledge", "style"):
+            return None
+        texts = [text for text, _ in self.passages[kind]]
+        if passage is not None and not (0 <= index < len(texts) and texts[index] == passage):
+            index = texts.index(passage) if passage in texts else -1
+        if not 0 <= index < len(texts):
+            return None
+        label = self.passages[kind][index][1]
+        if stage is not None and label is not None and label != stage:
+            return None
+        return PassageRef(kind=kind, index=index)
+
+    @cached_property
+    def passages(self) -> dict[str, list[tuple[str, str | None]]]:
+        """(text, stage label) of the character's passages, per kind, as refs index them."""
+        return {kind: passages_of(self.character, kind) for kind in ("knowledge", "style")}
 
     def passage_texts(self, inputs: Mapping[str, Any]) -> dict[str, list[str]]:
-        """The retrieved passages a task's inputs name, as texts for its prompt."""
-        knowledge = passages_of(self.character, "knowledge")
-        style = passages_of(self.character, "style")
-        return {"knowledge": [knowledge[i][0] for i in inputs.get("knowledge", [])
-                              if i < len(knowledge)],
-                "style": [style[i][0] for i in inputs.get("style", []) if i < len(style)]}
+        """The retrieved passages a task's inputs name, as texts for its prompt (the ids
+        are of the passages the task's `passages` key was built from)."""
+        return {kind: [self.passages[kind][i][0] for i in inputs.get(kind, [])
+                       if 0 <= i < len(self.passages[kind])]
+                for kind in ("knowledge", "style")}

@@ -33,18 +33,6 @@ from charforge.stages import PlannedTask, Records, StageContext, StageOptions, r
 from charforge.tasks import TaskRow
 
 Pattern = Literal["ordinary", "error", "thought"]
-# The angles of ordinary questions, in the order a passage's questions take them.
-ANGLES = (
-    "a fact the passage states: what, when, where or who",
-    "the reasons behind something in it: why it happened or why they acted so",
-    "how they felt about it, or what they thought of it then",
-    "a person, place or work it mentions",
-    "what they would do or advise, put as a request (\"Tell me...\", \"Explain...\")",
-    "a doubt or a challenge they must answer for",
-    "how it compares with another part of their life",
-)
-
-
 class QuestionOptions(StageOptions):
     pattern: Pattern = Field(default="ordinary", description="ordinary, error (a false "
                              "premise) or thought (opinion passages)")
@@ -106,8 +94,6 @@ class QuestionStage(PersonifiedStage, ExampleStage):
                 "n": per_passage,
                 "sample": number // len(sources),
             }
-            if options.pattern == "ordinary":
-                inputs["angles"] = [ANGLES[i % len(ANGLES)] for i in range(per_passage)]
             yield PlannedTask(inputs)
 
     def nothing_to_do(self) -> str | None:
@@ -149,6 +135,7 @@ class QuestionStage(PersonifiedStage, ExampleStage):
             raise Rejected("too_short", f"{len(raised)} usable questions of {asked} asked")
         return [("question", {
             "question": item.text, "pattern": pattern, "stage": inputs["stage"],
-            "source": inputs["source"], "passage": inputs["passage"], "angle": angle,
+            "source": inputs["source"], "passage": inputs["passage"],
+            "angle": item.position if pattern == "ordinary" else None,
             "false_claim": item.false_claim,
-        }) for angle, item in enumerate(raised)]
+        }) for item in raised]

@@ -139,15 +139,31 @@ class StylizedStage(PersonifiedStage):
 
     def plan(self) -> Iterator[PlannedTask]:
         options: StylizedOptions = self.options
-        found = self.retrieve([(text, options.stage, None) for text in self.instructions],
-                              options.knowledge_words, options.style_words)
+        key, budget = self.index.key, [options.knowledge_words, options.style_words]
+        # An instruction planned before against the same passages, budget and stage keeps
+        # what was retrieved for it: a resumed run encodes no query again.
+        pinned: dict[tuple[int, str], dict[str, Any]] = {}
+        for _, inputs in self.context.reader.task_inputs(self.character.slug, self.name):
+            if (inputs.get("passages"), inputs.get("budget"), inputs.get("stage")) == (
+                    key, budget, options.stage):
+                pinned[(int(inputs["index"]), str(inputs["instruction"]))] = inputs
+        fresh = [(index, text) for index, text in enumerate(self.instructions)
+                 if (index, text) not in pinned]
+        found = dict(zip(fresh, self.retrieve([(text, options.stage, None) for _, text in fresh],
+                                              options.knowledge_words, options.style_words),
+                         strict=True))
         stage = self.stage_of(options.stage)
-        for index, (text, retrieved) in enumerate(zip(self.instructions, found, strict=True)):
+        for index, text in enumerate(self.instructions):
+            if (index, text) in found:
+                retrieved = found[(index, text)]
+                knowledge, style = list(retrieved.knowledge), list(retrieved.style)
+            else:
+                knowledge = pinned[(index, text)]["knowledge"]
+                style = pinned[(index, text)]["style"]
             yield PlannedTask({
                 "instruction": text, "index": index, "stage": options.stage,
                 "stage_now": stage_now(self.character, stage),
-                "knowledge": list(retrieved.knowledge), "style": list(retrieved.style),
-                "passages": self.index.key,
+                "knowledge": knowledge, "style": style, "passages": key, "budget": budget,
             })
 
     def output_model(self, inputs: Mapping[str, Any]) -> type[BaseModel] | None:

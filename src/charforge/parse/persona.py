@@ -30,11 +30,19 @@ def _stems(text: str, leave_out: frozenset[str] = frozenset()) -> set[str]:
     House'), cut to 5 letters so that 'married' meets 'marry'."""
     stems = set()
     for word in WORD.findall(text):
+        if any(_unspaced(char) for char in word):  # Chinese, Japanese: character pairs
+            stems.update(word[i:i + 2] for i in range(max(1, len(word) - 1)))
+            continue
         lower = word.lower()
         if (len(lower) >= 4 and lower not in leave_out
                 and (lower not in COMMON_WORDS or word[0].isupper())):
             stems.add(lower[:5])
     return stems
+
+
+def _unspaced(char: str) -> bool:
+    """A character of a script written without spaces between words (CJK, kana)."""
+    return "\u3040" <= char <= "\u30ff" or "\u3400" <= char <= "\u9fff"
 
 
 def touches(text: str, passage: str, names: Sequence[str] = ()) -> bool:
@@ -48,6 +56,7 @@ def touches(text: str, passage: str, names: Sequence[str] = ()) -> bool:
 class RaisedQuestion:
     text: str
     false_claim: str | None = None
+    position: int = 0  # its place in the teacher's list (the angle it was asked from)
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,8 @@ def parse_questions(text: str, *, json_mode: bool, with_claims: bool,
             body = _NUMBERED.sub("", line)
             question, _, claim = body.partition("||")
             raised.append(RaisedQuestion(_flat(question), _flat(claim) or None))
+    raised = [RaisedQuestion(item.text, item.false_claim, position)
+              for position, item in enumerate(raised)]
     seen: set[str] = set()
     kept = []
     for item in raised:
