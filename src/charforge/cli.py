@@ -13,17 +13,24 @@ import json
 import os
 import sqlite3
 import sys
-import textwrap
 from contextlib import nullcontext, suppress
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from charforge.cli_common import (
+    CharacterArg,
+    WorkspaceOption,
+    err,
+    find_workspace,
+    out,
+    report_run,
+)
+from charforge.cli_data import dataset_build, review
 from charforge.errors import CharforgeError
 from charforge.roleplay import ASK_SAMPLING
 
@@ -33,8 +40,7 @@ except ImportError:  # an older typer on plain click
     from click import exceptions as usage_errors  # type: ignore[no-redef]  # the `ask` defaults, shared with the demo
 
 if TYPE_CHECKING:
-    from charforge.dataset.export import DatasetBuild
-    from charforge.runner import RunSummary
+    pass
 
 app = typer.Typer(
     name="charforge",
@@ -48,24 +54,6 @@ app.add_typer(character_app, name="character")
 dataset_app = typer.Typer(help="Build training data from generated records.",
                           no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
-
-out = Console()
-err = Console(stderr=True)
-
-WorkspaceOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--workspace", "-w", help="workspace folder (default: $CHARFORGE_WORKSPACE or the "
-        "nearest folder with charforge.yaml)", show_default=False
-    ),
-]
-
-
-def _workspace(path: Path | None):
-    from charforge.workspace import Workspace
-
-    return Workspace.find(path)
-
 
 def _optional_workspace(path: Path | None):
     from charforge.workspace import Workspace
@@ -104,7 +92,7 @@ def character_import(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Import a character into the workspace."""
-    ws = _workspace(workspace)
+    ws = find_workspace(workspace)
     character = ws.import_character(
         source, style=style, name=name, short_name=short_name, fmt=fmt, replace=replace
     )
@@ -118,7 +106,7 @@ def character_import(
 @character_app.command("list")
 def character_list(workspace: WorkspaceOption = None) -> None:
     """List the workspace's characters."""
-    characters = _workspace(workspace).character_summaries()
+    characters = find_workspace(workspace).character_summaries()
     if not characters:
         out.print("no characters yet; run: charforge character import FILE")
         return
@@ -136,7 +124,7 @@ def character_show(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Show one character."""
-    character = _workspace(workspace).load_character(name)
+    character = find_workspace(workspace).load_character(name)
     if as_json:
         print(json.dumps(character.model_dump(mode="json"), ensure_ascii=False, indent=2))
         return
@@ -159,7 +147,7 @@ def character_export(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Export a character as a Character Card V2 (JSON or PNG)."""
-    path = _workspace(workspace).export_character(name, output, fmt=fmt)
+    path = find_workspace(workspace).export_character(name, output, fmt=fmt)
     out.print(f"wrote {path}")
 
 
@@ -171,7 +159,6 @@ def _stage_names() -> dict[str, str]:
 
 
 StageName = StrEnum("StageName", _stage_names())
-CharacterArg = Annotated[str, typer.Argument(help="id, short name or full name")]
 
 
 def _generate(
@@ -230,7 +217,7 @@ def _generate(
         raise CharforgeError("pass --retry-failed or --retry-rejected, not both")
     retry = "failed" if retry_failed else "rejected" if retry_rejected else None
     result = generate(
-        _workspace(workspace), character, stage.value, model=model, concurrency=concurrency,
+        find_workspace(workspace), character, stage.value, model=model, concurrency=concurrency,
         limit=limit, retry=retry, rerun_stale=rerun_stale, dry_run=dry_run, output_format=fmt,
         sampling={"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens},
         options=options, console=err, recipe=recipe,
@@ -244,7 +231,7 @@ def _generate(
             out.rule(message.role)
             out.print(message.content, markup=False, highlight=False)
         return
-    _report_run(stage.value, result)
+    report_run(stage.value, result)
 
 
 def _stage_option_parameters() -> tuple[dict[str, set[str]], list[inspect.Parameter]]:
@@ -295,196 +282,8 @@ _STAGE_OPTIONS, _OPTION_PARAMETERS = _stage_option_parameters()
 app.command("generate")(_with_stage_options(_generate))
 
 
-def _report_run(stage: str, result: RunSummary) -> None:
-    reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.rejection_reasons.items()))
-    out.print(
-        f"{stage}: {result.done} done, {result.rejected} rejected"
-        f"{f' ({reasons})' if reasons else ''}, {result.failed} failed in "
-        f"{result.elapsed_s:.1f} s; tokens {result.prompt_tokens} in, "
-        f"{result.completion_tokens} out"
-    )
-    if result.tries:
-        out.print(f"accepted {result.accepted_tries} of {result.tries} answered tries "
-                  f"({result.accepted_tries / result.tries:.0%})")
-    for note in result.notes:
-        out.print(note, markup=False, highlight=False)
-    plan = result.plan
-    if plan.stale > plan.stale_queued:
-        left = plan.stale - plan.stale_queued
-        err.print(f"{left} task(s) were done before with another model, prompt or setting: "
-                  "kept as they are (stale); --rerun-stale asks them again")
-    if result.interrupted:
-        err.print(f"interrupted: {result.released} task(s) went back to pending; run the same "
-                  "command again to resume")
-        raise typer.Exit(130)
-    if result.failed:
-        err.print("some tasks failed; see charforge status, then rerun with --retry-failed")
-        raise typer.Exit(1)
-
-
-@dataset_app.command("build")
-def dataset_build(
-    character: CharacterArg,
-    preset: Annotated[str | None, typer.Option(
-        help="system prompt: charforge (ours, the default) or character-llm (the released "
-        "checkpoints' meta prompt)", show_default=False)] = None,
-    test_fraction: Annotated[float | None, typer.Option(
-        min=0.0, max=0.9, help="share of dialogues held out (default 0)",
-        show_default=False)] = None,
-    recipe: Annotated[str | None, typer.Option(
-        help="defaults for --preset and --test-fraction from a recipe (charforge recipes)",
-        show_default=False)] = None,
-    dedup_threshold: Annotated[float, typer.Option(
-        help="questions this alike (cosine of their embeddings) count as one; in (0, 1]")] = 0.95,
-    dialogue_threshold: Annotated[float, typer.Option(
-        help="dialogues this alike (Jaccard of word 5-grams) count as one; in (0, 1]")] = 0.5,
-    with_analysis: Annotated[bool, typer.Option(
-        help="keep the teacher's analysis in the reply, inside <think>...</think>")] = False,
-    dpo: Annotated[bool, typer.Option(
-        help="also write dpo.jsonl: preference pairs (TRL's conversational format)")] = False,
-    seed: Annotated[int, typer.Option(help="seed of the train/test split")] = 0,
-    dedup: Annotated[bool, typer.Option(help="drop near-duplicates (--no-dedup keeps every "
-                                        "record)")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="print the statistics as JSON, "
-                                          "for scripts")] = False,
-    workspace: WorkspaceOption = None,
-) -> None:
-    """A character's records -> SFT chat records, prompted records, DPO pairs, statistics.
-
-    Experiences and protective scenes (Character-LLM) and answers and stylized
-    instructions (PersLLM) go into one dataset; near-duplicates are removed and the
-    train/test split keeps paraphrases of one passage or scene on one side."""
-    from charforge.dataset.export import build_dataset
-    from charforge.recipes import get_recipe
-
-    part = get_recipe(recipe).dataset
-    preset = preset or part.meta_prompt
-    test_fraction = part.test_fraction if test_fraction is None else test_fraction
-    if preset not in ("charforge", "character-llm"):
-        raise CharforgeError(f"unknown preset {preset!r}; use charforge or character-llm")
-    ws = _workspace(workspace)
-    with err.status(f"building the dataset of {escape(character)}…"):
-        result = build_dataset(ws, character, preset=preset,  # type: ignore[arg-type]
-                               test_fraction=test_fraction, dedup_threshold=dedup_threshold,
-                               dialogue_threshold=dialogue_threshold,
-                               with_analysis=with_analysis, dpo=dpo, seed=seed,
-                               dedup=dedup)
-    if as_json:
-        print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=2))
-        return
-    _print_dataset_stats(result)
-
-
-
-
-@app.command()
-def review(
-    character: CharacterArg,
-    feedback: Annotated[str | None, typer.Option(
-        help="the note to keep, without asking (for scripts)", show_default=False)] = None,
-    show: Annotated[int, typer.Option(min=0, max=50, help="answers to show first")] = 3,
-    list_: Annotated[bool, typer.Option("--list", help="show the feedback history and "
-                                        "stop")] = False,
-    rerun_older: Annotated[bool, typer.Option(help="then ask again every answer written "
-                                              "before the latest feedback")] = False,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="teacher model name, "
-                                              "for --rerun-older")] = None,
-    workspace: WorkspaceOption = None,
-) -> None:
-    """Read a few answers of a character and keep a note on their style (PersLLM's review).
-
-    The note goes into the prompt of every answer planned after it; earlier answers keep
-    theirs until --rerun-older (or generate answers --rerun-older) asks them again."""
-    from charforge.review import add_feedback, answers_to_review, feedback_history
-
-    ws = _workspace(workspace)
-    if list_:
-        history = feedback_history(ws, character)
-        if not history:
-            out.print("no feedback yet")
-        for note in history:
-            when = _local_time(note.created_at)
-            out.print(f"#{note.id}  {when}  {note.text}", markup=False, highlight=False)
-        return
-    shown = answers_to_review(ws, character, show)
-    if show and not shown:
-        err.print(f"{character} has no answers yet (charforge generate answers {character}); "
-                  "a note kept now applies to all of them", markup=False, highlight=False)
-    for number, answer in enumerate(shown, 1):
-        stage = f" [{answer.stage}]" if answer.stage else ""
-        out.rule(f"answer {number}{stage}, {answer.pattern}")
-        out.print(f"Q: {answer.question}\nA: {answer.response}", markup=False, highlight=False)
-    if feedback is None and sys.stdin.isatty():
-        feedback = typer.prompt("Your note on these answers' style (empty: none)", default="",
-                                show_default=False)
-    if feedback is not None and feedback.strip():
-        note = add_feedback(ws, character, feedback)
-        out.print(f"kept feedback #{note.id}: it applies to answers planned from now on",
-                  markup=False, highlight=False)
-    elif feedback is None and not rerun_older:
-        err.print("no feedback given (pass --feedback TEXT, or run in a terminal to be asked)")
-    if rerun_older:
-        from charforge.generate import generate
-
-        result = generate(ws, character, "answers", model=model, console=err,
-                          options={"rerun_older": True})
-        _report_run("answers", result)  # type: ignore[arg-type]
-
-
-def _local_time(timestamp: float) -> str:
-    from datetime import datetime
-
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
-
-
-def _print_dataset_stats(result: DatasetBuild) -> None:
-    """One statistic a line, so it reads at 80 columns and in a pipe."""
-    s = result.stats
-    dialogues = s.scene_outlines or any(s.dialogues.values()) or not s.qa_records
-    lines = [
-        *([("scenes imagined", str(s.scene_outlines)),
-           ("dialogues", f"{s.dialogues.get('experience', 0)} experiences, "
-                         f"{s.dialogues.get('protective', 0)} protective"),
-           ("words", f"{s.words} ({s.turns_per_dialogue} turns a dialogue, "
-                     f"{s.words_per_turn} words a turn)")] if dialogues else []),
-        *([("PersLLM records", ", ".join(f"{k} {v}" for k, v in s.qa_records.items())
-            + (f"; stage tokens {' '.join(s.stage_tokens)}" if s.stage_tokens else ""))]
-          if s.qa_records else []),
-        ("near-duplicates", ", ".join(f"{kind} {part['removed']} removed"
-                                      for kind, part in s.dedup.items()) or "none"),
-        ("SFT records", f"{s.sft_records} (train {s.train}, test {s.test})"),
-        *([("DPO pairs", f"{s.dpo['pairs']} (" + ", ".join(
-            f"{k} {v['pairs']}" for k, v in s.dpo["sources"].items() if v["pairs"]) + ")")]
-          if s.dpo else []),
-        *([("skipped", f"{s.skipped} dialogues (no turn of {s.name})"),
-           ("thinking turns", str(s.thinking_turns))] if dialogues else []),
-        ("rejected", _per_stage(s.rejected)),
-        ("failed", ", ".join(f"{stage} {n}" for stage, n in s.failed.items() if n) or "0"),
-    ]
-    out.print(f"{s.name} ({s.character})", markup=False, highlight=False)
-    indent = max(len(label) for label, _ in lines) + 2
-    for label, value in lines:  # wrapped here, under the value column, no padding
-        wrapped = textwrap.wrap(value, max(out.width - indent, 20)) or [""]
-        out.print(f"{label:<{indent}}{wrapped[0]}", *(" " * indent + more for more in wrapped[1:]),
-                  sep="\n", markup=False, highlight=False, soft_wrap=True)
-    out.print(f"wrote {_shown_path(result.folder)}", markup=False, highlight=False)
-
-
-def _per_stage(rejected: dict[str, dict[str, int]]) -> str:
-    """'0', or '5 (scenes: invalid 2; experiences: junk 3)'."""
-    total = sum(n for reasons in rejected.values() for n in reasons.values())
-    parts = [f"{stage}: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
-             for stage, reasons in rejected.items() if reasons]
-    return f"{total} ({'; '.join(parts)})" if parts else "0"
-
-
-def _shown_path(path: Path) -> str:
-    """`path` relative to the current folder when it lies below it (short enough to read
-    in a narrow terminal), else as it is."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+dataset_app.command("build")(dataset_build)
+app.command()(review)
 
 
 @app.command()
@@ -498,7 +297,7 @@ def status(
     why answers were rejected and why work is stale. --json prints it for scripts."""
     from charforge.status import workspace_status
 
-    rows = workspace_status(_workspace(workspace))
+    rows = workspace_status(find_workspace(workspace))
     if as_json:
         print(json.dumps([row.model_dump() for row in rows], ensure_ascii=False, indent=2))
         return
@@ -609,7 +408,7 @@ def ask(
     from charforge.roleplay import ask as ask_model
     from charforge.roleplay import ask_sampling
 
-    ws = _workspace(workspace) if character else _optional_workspace(workspace)
+    ws = find_workspace(workspace) if character else _optional_workspace(workspace)
     who = ws.load_character(character) if character and ws else None
     chat_model = load_chat_model(model, config=ws.config if ws else None)
     sampling = ask_sampling(in_character=who is not None, temperature=temperature,
