@@ -251,6 +251,15 @@ def test_stylized_instructions_from_jsonl_join_the_dataset(tmp_path, server):
     assert "The engine computes numbers." in got[1]["instruction"]
     built = build_dataset(ws, "ada")
     assert built.stats.qa_records == {"stylized": 3}
+    from datasets import Dataset
+
+    saved = tmp_path / "saved"  # a saved `datasets` folder works the same way
+    Dataset.from_list([{"instruction": "Describe a good morning routine."}]).save_to_disk(
+        str(saved))
+    again = generate(ws, "ada", "stylized", options={"instructions": str(saved)}, **QUIET)
+    assert again.done == 1
+    assert any(r["instruction"] == "Describe a good morning routine."
+               for r in records(ws, "ada", "stylized"))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "fine"}\n{"text": "no instruction here"}\n')
     with pytest.raises(CharforgeError, match="row 2 has no instruction"):
@@ -331,18 +340,33 @@ def check_dedup_split_and_dpo(tmp_path, server):
     assert "dpo.jsonl" in card and "Distinctiveness" in card
 
 
-def test_the_chain_works_for_a_character_llm_profile(tmp_path, server):
-    ws = teacher_workspace(tmp_path / "ws", server.base_url, json_schema=True)
-    generate(ws, "beethoven", "questions", options={"count": 6, "per_passage": 2}, **QUIET)
-    generate(ws, "beethoven", "answers", **QUIET)
+def test_the_chain_works_for_a_character_llm_profile_beside_its_experiences(tmp_path):
+    from scripted_teacher import answer  # answers both kinds of prompts
+
+    with ScriptedOpenAIServer(responder=answer) as server:
+        ws = teacher_workspace(tmp_path / "ws", server.base_url, json_schema=True)
+        generate(ws, "beethoven", "scenes", options={"prompts": 1, "scenes_per_prompt": 2},
+                 **QUIET)
+        generate(ws, "beethoven", "experiences", **QUIET)
+        generate(ws, "beethoven", "questions", options={"count": 6, "per_passage": 2},
+                 **QUIET)
+        generate(ws, "beethoven", "answers", **QUIET)
     questions = records(ws, "beethoven", "question")
     assert len(questions) == 6 and all(q["stage"] is None for q in questions)
     profile = ws.load_character("beethoven").profile
     assert all(q["passage"] in profile for q in questions)
-    built = build_dataset(ws, "beethoven")
-    assert built.stats.qa_records == {"ordinary": 6} and built.stats.stage_tokens == []
-    system = json.loads((built.folder / "sft.jsonl").read_text().splitlines()[0])
-    assert system["messages"][0]["content"].startswith("You are Ludwig van Beethoven")
+    built = build_dataset(ws, "beethoven", test_fraction=0.3)
+    stats = built.stats
+    assert stats.dialogues["experience"] == 2 and stats.stage_tokens == []
+    assert sum(stats.qa_records.values()) + stats.dedup["questions"]["removed"] == 6
+    rows = [json.loads(line) for line in (built.folder / "sft.jsonl").read_text().splitlines()]
+    assert {row["source"] for row in rows} == {"experience", "answer"}  # one dataset, both
+    assert all(row["messages"][0]["content"].startswith("You are Ludwig van Beethoven")
+               for row in rows)
+    from datasets import load_from_disk
+
+    hf = load_from_disk(str(built.folder / "hf"))
+    assert sum(len(split) for split in hf.values()) == len(rows)
 
 
 def test_a_cards_lorebook_and_description_are_its_knowledge(tmp_path, server):
