@@ -22,6 +22,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+# typer (0.29 and later) ships its own copy of click; its usage errors are these.
+from typer._click import exceptions as usage_errors
+
 from charforge.cli_common import (
     CharacterArg,
     WorkspaceOption,
@@ -32,12 +35,7 @@ from charforge.cli_common import (
 )
 from charforge.cli_data import dataset_build, review
 from charforge.errors import CharforgeError
-from charforge.roleplay import ASK_SAMPLING
-
-try:  # typer ships its own copy of click; its usage errors are these
-    from typer._click import exceptions as usage_errors
-except ImportError:  # an older typer on plain click
-    from click import exceptions as usage_errors  # type: ignore[no-redef]  # the `ask` defaults, shared with the demo
+from charforge.roleplay import ASK_SAMPLING  # the `ask` defaults, shared with the demo
 
 if TYPE_CHECKING:
     pass
