@@ -139,7 +139,8 @@ class AnswerStage(PersonifiedStage):
             return None
         where = f" of stage {self.options.stage!r}" if self.options.stage else ""
         return (f"{self.character.short_name} has no accepted questions{where} yet; run "
-                f"charforge generate questions {self.character.slug} first")
+                f"charforge generate questions {self.character.slug} first (--retry-rejected "
+                "asks the rejected ones again; charforge status shows why they were)")
 
     def output_model(self, inputs: Mapping[str, Any]) -> type[BaseModel] | None:
         return AnalyzedAnswer if inputs.get("cot") else PersonaAnswer

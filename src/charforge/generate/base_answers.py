@@ -33,7 +33,8 @@ class BaseAnswerStage(TaskStage):
         if next(iter(self.context.reader.records(self.character.slug, "question")), None):
             return None
         return (f"{self.character.short_name} has no accepted questions yet; run charforge "
-                f"generate questions {self.character.slug} first")
+                f"generate questions {self.character.slug} first (--retry-rejected asks the "
+                "rejected ones again)")
 
     def parse_answer(self, task: TaskRow, text: str) -> Records:
         response = text.strip()
