@@ -124,9 +124,6 @@ class Store(StoreReads):
             raise
         self._db.execute("COMMIT")
 
-    def _all(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        return self._db.execute(query, params).fetchall()
-
     def applied_migrations(self) -> list[str]:
         return [row[0] for row in self._all("SELECT name FROM migrations ORDER BY name")]
 

@@ -5,6 +5,7 @@ caller keeps one object; split out to keep writing and reading apart."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -41,10 +42,12 @@ class StageCounts(BaseModel):
 
 
 class StoreReads:
-    """The read-only queries of `Store` (which provides `_all`)."""
+    """The read-only queries of `Store`, over the connection `Store` opens."""
+
+    _db: sqlite3.Connection
 
     def _all(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        raise NotImplementedError
+        return self._db.execute(query, params).fetchall()
 
     def records(self, character: str, kind: str, *, page: int = 500) -> Iterator[StoredRecord]:
         """Current records (not superseded) in a stable order (task insertion order, then
