@@ -51,9 +51,19 @@ def distinct_n(texts: str | Iterable[str], n: int = 2) -> float | None:
     return len(set(grams)) / len(grams) if grams else None
 
 
+def machine_claim(text: str) -> str | None:
+    """The words by which `text` says it is an AI, a language model, an assistant, a bot;
+    None when it does not."""
+    for pattern in _AI_CLAIMS:
+        found = pattern.search(text)
+        if found:
+            return found.group(0)
+    return None
+
+
 def claims_to_be_a_machine(text: str) -> bool:
     """True when `text` says it is an AI, a language model, an assistant, a bot."""
-    return any(pattern.search(text) for pattern in _AI_CLAIMS)
+    return machine_claim(text) is not None
 
 
 def median_words(texts: Iterable[str]) -> float:

@@ -1,4 +1,4 @@
-"""Distinctiveness BLEU of training answers (PersLLM, Table 2, computed on data).
+"""Distinctiveness BLEU of a dataset's answers (PersLLM, Table 2, computed on data).
 
 BLEU between two answers of one persona and stage (intra), between answers of two
 stages of one persona (stage), and between a persona and each other persona,

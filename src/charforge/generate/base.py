@@ -1,6 +1,6 @@
-"""What the Experience Reconstruction stages share: the teacher's system prompt, JSON
-or the seed's plain-text layout, the dialogue stages' parsing and content rules, and
-the decoding hints a local grammar reads."""
+"""What the teacher stages share: the language check (every stage), the example-copy
+check, the Experience Reconstruction dialogue stages' parsing and content rules, and the
+decoding hints a local grammar reads."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from charforge.character import Character, Stage
 from charforge.errors import CharforgeError
@@ -19,8 +19,7 @@ from charforge.records import Rejected
 
 if TYPE_CHECKING:  # numpy and the embedding model load only when a stage retrieves
     from charforge.retrieval import PassageIndex, PassageRef, Retrieved
-
-PassageKind = Literal["knowledge", "style"]
+    from charforge.retrieval import Side as PassageKind
 
 
 def run_stages(character: Character, label: str | None) -> list[Stage | None]:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from charforge.generate.base import ExampleStage, teacher_sampling
 from charforge.generate.personified import (
-    PassageKind,
     PersonifiedStage,
     in_stage,
     passages_of,
@@ -31,6 +30,9 @@ from charforge.parse.schemas import ErrorQuestionsAnswer, QuestionsAnswer
 from charforge.records import Rejected
 from charforge.stages import PlannedTask, Records, StageContext, StageOptions, register_stage
 from charforge.tasks import TaskRow
+
+if TYPE_CHECKING:
+    from charforge.retrieval import Side as PassageKind
 
 Pattern = Literal["ordinary", "error", "thought"]
 class QuestionOptions(StageOptions):

@@ -11,16 +11,17 @@ from dataclasses import dataclass
 from charforge.parse.json_answers import load_json
 from charforge.parse.quality import COMMON_WORDS, WORD, junk_reason, quote
 from charforge.records import Rejected
+from charforge.textstats import machine_claim
 
 _NUMBERED = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*•])\s*")
 _LABEL = re.compile(r"^\s*\**\s*(analysis|response|answer)\s*\**\s*[:：]\s*", re.IGNORECASE)
 _QUOTES = "\"'“”‘’«»"
-# The phrases a model uses when it forgets it is playing somebody.
-_OUT_OF_CHARACTER = re.compile(
-    r"\b(as an ai|an ai (?:language )?model|a language model|i am an ai|i'm an ai|"
-    r"as a large language model|i cannot role-?play|openai|the (?:provided|given|above) "
-    r"(?:input|text|passage|question)|the suggested changes|this (?:text|passage) "
-    r"(?:contains|describes|says))\b", re.IGNORECASE)
+# Talk about the task instead of the character's words (a claim to be a machine is
+# `textstats.machine_claim`).
+_META_TALK = re.compile(
+    r"\b(i cannot role-?play|the (?:provided|given|above) (?:input|text|passage|question)|"
+    r"the suggested changes|this (?:text|passage) (?:contains|describes|says))\b",
+    re.IGNORECASE)
 MIN_QUESTION_WORDS = 4
 MIN_RESPONSE_WORDS = 5
 
@@ -139,10 +140,11 @@ def parse_character_answer(text: str, *, json_mode: bool, with_analysis: bool) -
     problem = junk_reason(response)
     if problem:
         raise Rejected("junk", f"the response is not language ({problem})")
-    found = _OUT_OF_CHARACTER.search(response)
+    meta = _META_TALK.search(response)
+    found = machine_claim(response) or (meta.group(0) if meta else None)
     if found:
         raise Rejected("out_of_character", f"the response steps out of character: "
-                       f"{quote(found.group(0))}")
+                       f"{quote(found)}")
     return CharacterAnswer(response=response, analysis=analysis)
 
 
