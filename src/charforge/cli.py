@@ -34,6 +34,7 @@ from charforge.cli_common import (
     report_run,
 )
 from charforge.cli_data import dataset_build, review
+from charforge.cli_train import train_app
 from charforge.errors import CharforgeError
 from charforge.roleplay import ASK_SAMPLING  # the `ask` defaults, shared with the demo
 
@@ -52,6 +53,7 @@ app.add_typer(character_app, name="character")
 dataset_app = typer.Typer(help="Build training data from generated records.",
                           no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(train_app, name="train")
 
 def _optional_workspace(path: Path | None):
     from charforge.workspace import Workspace

@@ -2,9 +2,10 @@
 one thing everywhere (generation, dataset, training, serving, evaluation).
 
 A recipe never overrides what a user asks for explicitly: its values are the
-defaults laid under the command's own options. Steps that have not landed yet
-(training, serving, evaluation) read their part of the recipe when they do; their
-values are the published ones, kept here so that the preset is whole.
+defaults laid under the command's own options (and, for training, under a
+`--config` file). Steps that have not landed yet (serving, evaluation) read their part
+of the recipe when they do; their values are the published ones, kept here so that the
+preset is whole.
 
 Character-LLM's scale (its paper and code): each scene prompt asks for 20 scenes,
 about 1,600 scenes a character are kept, each experience runs past 1,200 words,
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from charforge.errors import CharforgeError
+from charforge.train.settings import TrainSettings
 
 
 class _Frozen(BaseModel):
@@ -38,13 +40,6 @@ class DatasetRecipe(_Frozen):
     test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
-class TrainingRecipe(_Frozen):
-    method: Literal["full", "lora"] = "lora"
-    epochs: float = Field(default=3, gt=0)
-    learning_rate: float = Field(default=2e-4, gt=0)
-    max_seq_len: int = Field(default=2048, ge=64)
-
-
 class ServingRecipe(_Frozen):
     meta_prompt: Literal["charforge", "character-llm"] = "charforge"
 
@@ -60,7 +55,7 @@ class Recipe(_Frozen):
     cost: str = Field(description="what running it takes, in words")
     generation: dict[str, StageRecipe] = Field(default_factory=dict)
     dataset: DatasetRecipe = DatasetRecipe()
-    training: TrainingRecipe = TrainingRecipe()
+    training: TrainSettings = TrainSettings()
     serving: ServingRecipe = ServingRecipe()
     evaluation: EvaluationRecipe = EvaluationRecipe()
 
@@ -87,15 +82,34 @@ RECIPES: dict[str, Recipe] = {
                 "protective": StageRecipe(options={"count": 100}),
             },
             dataset=DatasetRecipe(meta_prompt="character-llm"),
-            training=TrainingRecipe(method="full", epochs=10, learning_rate=2e-5,
-                                    max_seq_len=2048),
+            # Its training: full fine-tune at 2e-5 (LoRA at 2e-4), cosine, 4% warmup,
+            # weight decay 0.1, 2,048 tokens, 64 sequences a step, 10 epochs, the whole
+            # scene learned (other speakers too).
+            training=TrainSettings(method="full", full_learning_rate=2e-5,
+                                   lora_learning_rate=2e-4, scheduler="cosine",
+                                   warmup_ratio=0.04, weight_decay=0.1, max_length=2048,
+                                   effective_batch=64, epochs=10, loss="output"),
             serving=ServingRecipe(meta_prompt="character-llm"),
             evaluation=EvaluationRecipe(judge_prompts="character-llm", interview_turns=5),
         ),
         Recipe(
+            name="persllm",
+            description="PersLLM's training: lr 5e-5, 50 warmup steps, weight decay 0.1, "
+                        "3,000-token samples, 16 a step; the personified data repeated 5 "
+                        "times and mixed with general instruction data (--mix) for one epoch",
+            cost="one epoch over 5 copies of the character's data plus the mix: PersLLM "
+                 "ran ~3,500 steps of 16 samples per model; use a GPU",
+            # PersLLM trained every weight (MiniCPM-2.4B); a LoRA run keeps LoRA's rate.
+            training=TrainSettings(method="full", full_learning_rate=5e-5,
+                                   lora_learning_rate=2e-4, warmup_steps=50,
+                                   weight_decay=0.1, max_length=3000, effective_batch=16,
+                                   repeat=5, epochs=1),
+        ),
+        Recipe(
             name="default",
             description="charforge's defaults: 20 scene prompts of 5 scenes, experiences of "
-                        "600+ words, 50 protective scenes; LoRA for 3 epochs",
+                        "600+ words, 50 protective scenes; LoRA (2e-4) for 3 epochs on the "
+                        "character's own turns",
             cost="about 100 experience requests of ~1,000 output tokens: ~0.15M output tokens "
                  "per character",
         ),
@@ -113,7 +127,7 @@ RECIPES: dict[str, Recipe] = {
                 "protective": StageRecipe(options={"count": 2},
                                           sampling={"max_tokens": 700, "temperature": 0.4}),
             },
-            training=TrainingRecipe(epochs=1),
+            training=TrainSettings(epochs=1, effective_batch=4, save_steps=10),
         ),
     )
 }

@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from charforge.character import Character
+from charforge.llm.turns import THINK_CLOSE, THINK_OPEN
 from charforge.prompts import render_prompt
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 MetaPreset = Literal["charforge", "character-llm"]
 META_TEMPLATES: dict[str, str] = {"charforge": "meta_prompt", "character-llm": "meta_character_llm"}
+
+
 def meta_prompt(character: Character, location: str, status: str,
                 preset: MetaPreset = "charforge") -> str:
     """The system message of a trained agent: ours, or Character-LLM's as published."""

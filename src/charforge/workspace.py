@@ -8,6 +8,7 @@ for a project lives here.
       prompts/                optional: <name>.j2 files that override built-in prompts
       charforge.db            the store
       datasets/<id>/          training data
+      models/<id>/<run>/      trained agents (adapters), each a named model
 
 Characters are found without parsing them all: by folder name first, else through
 each folder's small `summary.json`. Folders are written whole (`files.py`), and an
@@ -32,7 +33,8 @@ from charforge.errors import (
     first_problem,
 )
 from charforge.files import folder_written_whole, recover_folders
-from charforge.llm.registry import ModelsConfig
+from charforge.llm.registry import ModelEntry, ModelsConfig
+from charforge.train.runs import trained_model_entries
 
 if TYPE_CHECKING:
     from charforge.prompts import Templates
@@ -155,13 +157,22 @@ class Workspace:
         if self._config is None:
             try:
                 raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-                self._config = WorkspaceConfig.model_validate(raw)
+                config = WorkspaceConfig.model_validate(raw)
+                trained = {name: ModelEntry.model_validate(entry) for name, entry
+                           in trained_model_entries(self.root).items()}
+                # Trained agents are models by name; a name in charforge.yaml wins.
+                self._config = config.model_copy(update={"models": {**trained,
+                                                                    **config.models}})
             except (yaml.YAMLError, ValidationError, UnicodeDecodeError, OSError) as exc:
                 first = _first_problem(exc)
                 raise WorkspaceError(
                     f"{self.config_path}: invalid configuration: {first}"
                 ) from None
         return self._config
+
+    def reload_config(self) -> None:
+        """Read charforge.yaml and the trained models again at the next use."""
+        self._config = None
 
     def templates(self) -> Templates:
         """The prompt templates: the workspace's `prompts/` folder first, then the

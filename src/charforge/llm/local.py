@@ -37,6 +37,8 @@ from charforge.llm.grammar import (
     constrain_strings,
     schema_of,
 )
+from charforge.llm.turns import prompt_text
+from charforge.llm.vocab import grow_vocabulary
 
 
 class LocalConfig(BaseModel):
@@ -204,7 +206,10 @@ class LocalChatModel(ChatModelBase):
             dtype = _pick_dtype(self.config.dtype, self._device)
             try:
                 with quiet_progress_bars():
-                    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+                    # A trained agent's tokenizer (stage tokens added) lives beside its adapter.
+                    tokenizer = (AutoTokenizer.from_pretrained(self._adapter_tokenizer())
+                                 if self._adapter_tokenizer()
+                                 else AutoTokenizer.from_pretrained(source, **extra))
                     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
             except OSError as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -215,6 +220,7 @@ class LocalChatModel(ChatModelBase):
             if tokenizer.chat_template is None:
                 raise ConfigError(f"model {self.name!r}: {source} has no chat template")
             if self.config.adapter:
+                grow_vocabulary(model, len(tokenizer))  # as it was trained: charforge.train
                 model = self._with_adapter(model)
             model.to(self._device).eval()
             _hook_layers(model, self._check_stop)
@@ -233,6 +239,13 @@ class LocalChatModel(ChatModelBase):
                 vocab = int(model.get_output_embeddings().weight.shape[0])  # logits width
                 self._grammars = GrammarCompiler(tokenizer, vocab)
             return self._grammars
+
+    def _adapter_tokenizer(self) -> str | None:
+        """The adapter's own tokenizer folder, when it has one."""
+        if not self.config.adapter:
+            return None
+        folder = Path(self.config.adapter).expanduser()
+        return str(folder) if (folder / "tokenizer_config.json").is_file() else None
 
     def _with_adapter(self, model: Any) -> Any:
         from peft import PeftModel
@@ -303,17 +316,10 @@ class LocalChatModel(ChatModelBase):
 
     # -- generation (worker thread) -------------------------------------------------
     def _prompt_ids(self, chat: list[ChatMessage]) -> Any:
-        turns = [
-            {
-                "role": m.role,
-                # Chat templates know no speaker names: keep them in the text.
-                "content": f"{m.name}: {m.content}" if m.name and m.role == "user" else m.content,
-            }
-            for m in chat
-        ]
-        encoded = self.tokenizer.apply_chat_template(
-            turns, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+        # The one rendering of a conversation, shared with training (names in the text,
+        # earlier thoughts dropped, roles alternating): see charforge.llm.turns.
+        text = prompt_text(self.tokenizer, chat)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
         return encoded["input_ids"].to(self._device)
 
     def _generate(self, chat: list[ChatMessage], sampling: Sampling,

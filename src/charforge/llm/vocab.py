@@ -1,0 +1,39 @@
+"""Tokens added to a base model's vocabulary (a trained agent's stage tokens), the same
+way when it is trained and when it is loaded again under its adapter.
+
+New embedding rows start as the mean of the existing rows (input and output), never at
+random: a model loaded again must hold the very rows it was trained from, and an
+adapter stores only the rows it trained (PEFT's `trainable_token_indices`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def grow_vocabulary(model: Any, size: int) -> None:
+    """Resize `model`'s embeddings to `size` rows, new rows set to the mean of the old."""
+    import torch
+
+    old = int(model.get_input_embeddings().weight.shape[0])
+    if size <= old:
+        return
+    model.resize_token_embeddings(size, mean_resizing=False)
+    with torch.no_grad():
+        embeddings = [model.get_input_embeddings().weight]
+        output = model.get_output_embeddings()
+        if output is not None and output.weight is not embeddings[0]:
+            embeddings.append(output.weight)
+        for weight in embeddings:
+            weight[old:] = weight[:old].mean(dim=0, keepdim=True)
+
+
+def add_tokens(model: Any, tokenizer: Any, tokens: list[str]) -> list[int]:
+    """Add `tokens` (as special tokens, never split) to `tokenizer` and rows for them to
+    `model`; returns their ids. Tokens already known are kept as they are."""
+    missing = [token for token in tokens if token not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing},
+                                     replace_extra_special_tokens=False)
+    grow_vocabulary(model, len(tokenizer))
+    return [int(i) for i in tokenizer.convert_tokens_to_ids(tokens)]
