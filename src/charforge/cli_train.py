@@ -144,3 +144,60 @@ def report_training(result: Any) -> None:
               f"{record.settings.get('max_length')} tokens", highlight=False, markup=False)
     out.print(f"model: {shown_path(result.folder)}; ask it: charforge ask -m {name} -c "
               f"{record.character} \"...\"", highlight=False, markup=False)
+
+
+@train_app.command("merge")
+def merge(
+    character: CharacterArg,
+    run: Annotated[str | None, typer.Option(
+        help="the run (default: the character's latest)", show_default=False)] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Fold a LoRA run into its base and write one safetensors model (for engines that
+    cannot load an adapter with added tokens)."""
+    from charforge.train.merge import merge_run
+
+    ws = find_workspace(workspace)
+    with err.status("merging…"):
+        folder = merge_run(ws, character, run)
+    out.print(f"merged model: {shown_path(folder)}", highlight=False, markup=False)
+
+
+@train_app.command("dpo")
+def dpo(
+    character: CharacterArg,
+    sft: Annotated[str | None, typer.Option(
+        "--sft", help="the SFT run to start from (default: the character's latest)",
+        show_default=False)] = None,
+    recipe: RecipeOption = None,
+    config: ConfigOption = None,
+    epochs: Annotated[float | None, typer.Option(min=0.01, show_default=False)] = None,
+    learning_rate: Annotated[float | None, typer.Option(
+        min=0.0, help="for the SFT run's method", show_default=False)] = None,
+    beta: Annotated[float | None, typer.Option(
+        min=0.0, help="how far the policy may move from the reference (the SFT model)",
+        show_default=False)] = None,
+    effective_batch: Annotated[int | None, typer.Option(
+        min=1, help="pairs per optimizer step, all processes", show_default=False)] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="auto, bf16 or fp32", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(min=0, show_default=False)] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Preference-tune a trained agent on its DPO pairs (charforge dataset build --dpo).
+
+    Starts from an SFT run, which is also the frozen reference."""
+    from charforge.train.dpo import train_dpo
+
+    changes = _changes(epochs=epochs, dpo_beta=beta, effective_batch=effective_batch,
+                       max_steps=max_steps, precision=precision, seed=seed)
+    if learning_rate is not None:
+        if learning_rate <= 0:
+            raise CharforgeError("--learning-rate must be above 0")
+        changes.update(lora_learning_rate=learning_rate, full_learning_rate=learning_rate)
+    ws = find_workspace(workspace)
+    with _interrupt_hint():
+        result = train_dpo(ws, character, sft_run=sft, recipe=recipe, config_file=config,
+                           changes=changes, console=err)
+    report_training(result)

@@ -80,5 +80,10 @@ def render_turns(tokenizer: Any, turns: list[dict[str, str]], *,
 
 
 def prompt_text(tokenizer: Any, messages: Sequence[Any]) -> str:
-    """The text a model continues to answer `messages` as the next assistant turn."""
-    return render_turns(tokenizer, template_turns(messages), generation_prompt=True)
+    """The text a model continues to answer `messages` as the next assistant turn. With
+    no turn yet (the character opens the scene), the empty user turn goes first, as in
+    training."""
+    turns = template_turns(messages)
+    if all(turn["role"] == "system" for turn in turns):
+        turns.append({"role": "user", "content": ""})
+    return render_turns(tokenizer, turns, generation_prompt=True)

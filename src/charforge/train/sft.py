@@ -220,7 +220,7 @@ def trainer_arguments(plan: RunPlan, micro: int, accumulation: int, has_eval: bo
         save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2,
         eval_strategy=eval_strategy, eval_steps=settings.eval_steps,
         bf16=bf16, use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=settings.gradient_checkpointing,
+        activation_checkpointing=settings.gradient_checkpointing,
         seed=settings.seed, data_seed=settings.seed,
         report_to=[], disable_tqdm=True, dataloader_num_workers=0,
         **extra)
@@ -338,7 +338,14 @@ def finish_run(plan: RunPlan, tokenizer: Any, trainer: Any, *, data: dict[str, A
                metrics: dict[str, Any], started: str) -> RunRecord:
     """Save the adapter (or model) and tokenizer, the card and run.json (last), and drop
     the checkpoints; the main process writes, the others wait for it."""
-    trainer.save_model(str(plan.folder))
+    model = trainer.model
+    if hasattr(model, "peft_config") and not getattr(trainer, "is_fsdp_enabled", False):
+        # The stage tokens' rows are in the adapter (trainable tokens); the rest of a grown
+        # embedding is rebuilt the same way at load (llm/vocab.py), not saved whole.
+        if trainer.is_world_process_zero():
+            model.save_pretrained(str(plan.folder), save_embedding_layers=False)
+    else:
+        trainer.save_model(str(plan.folder))
     (plan.folder / "training_args.bin").unlink(missing_ok=True)  # a pickle; run.json has it
     record = RunRecord(
         kind=plan.kind, run=plan.run, character=plan.character.slug,  # type: ignore[arg-type]
