@@ -140,6 +140,7 @@ def test_the_character_llm_recipe_plans_the_seeds_scale(tmp_path):
     assert recipe.stage("experiences").options["min_words"] >= 1200
     assert recipe.dataset.meta_prompt == recipe.serving.meta_prompt == "character-llm"
     assert recipe.training.epochs == 10 and recipe.training.learning_rate == 2e-5
+    assert recipe.training.method == "full" and recipe.training.effective_batch == 64
     with ScriptedOpenAIServer(responder=answer) as server:
         ws = teacher_workspace(tmp_path / "ws", server.base_url)
         plan = generate(ws, "beethoven", "scenes", recipe="character-llm", dry_run=True,
