@@ -148,7 +148,7 @@ def test_characters_import_from_the_shipped_examples(quickstart):
         (root / "examples/wren.png").read_bytes()
     exported, _ = read_card_png(project / "beethoven.png")
     assert exported.name == "Ludwig van Beethoven"
-    assert ran.one("ask")[0].stdout.strip()
+    assert ran.one("ask", "--character")[0].stdout.strip()
     assert "teacher (default)" in ran.one("models")[0].stdout  # exit 0: every model ok
 
 
@@ -176,6 +176,19 @@ def test_generation_status_and_dataset_as_the_quickstart_says(quickstart):
     assert "wrote datasets/beethoven" in built
     sft = root / "my-project/datasets/beethoven/sft.jsonl"
     assert len(sft.read_text().splitlines()) == 12
+
+
+def test_training_as_the_quickstart_says(quickstart):
+    """LoRA on the embedded SmolLM2 for two steps, then the agent answers by name."""
+    root, ran, _, _ = quickstart
+    trained = ran.one("train", "sft", "beethoven")[0]
+    assert trained.returncode == 0, trained.stderr
+    assert "trained beethoven/sft-" in trained.stdout
+    [run_file] = (root / "my-project/models/beethoven").glob("*/run.json")
+    record = json.loads(run_file.read_text())
+    assert record["metrics"]["steps"] == 2 and record["recipe"] == "demo"
+    assert record["model"]["adapter"] == str(run_file.parent)
+    assert ran.one("ask", "-m", "beethoven")[0].stdout.strip()
 
 
 def test_personified_data_as_the_quickstart_says(quickstart):
