@@ -31,3 +31,11 @@ def test_cli_reference_covers_every_command_and_stage_option():
         assert f"## `charforge {command}`" in text
     for option in ("--prompts", "--scenes-per-prompt", "--min-words", "--count", "--rerun-stale"):
         assert f"`{option}`" in text, option
+
+
+def test_training_settings_are_all_documented_with_their_defaults():
+    from charforge.train.settings import TrainSettings
+
+    text = (DOCS / "training.md").read_text(encoding="utf-8")
+    for name, field in TrainSettings.model_fields.items():
+        assert f"| `{name}` | `{field.default}` |" in text, name

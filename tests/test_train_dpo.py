@@ -35,7 +35,7 @@ TEST_QUESTIONS = ["Who was Haydn to you?", "What of your mother?",
 SYSTEM = "<TIME-I>\nYou are Ludwig van Beethoven, a composer born in Bonn. Answer as him."
 BETA = 0.5
 DPO_CHANGES = {"max_steps": 24, "effective_batch": 4, "precision": "fp32",
-               "lora_learning_rate": 5e-3, "dpo_beta": BETA, "scheduler": "constant",
+               "dpo_learning_rate": 5e-3, "dpo_beta": BETA, "scheduler": "constant",
                "warmup_steps": 0, "save_steps": 100, "eval_steps": 100}
 
 
@@ -291,7 +291,7 @@ def test_full_fine_tune_trains_fully_against_a_frozen_sft_copy(tmp_path: Path) -
                     changes={"method": "full", "max_steps": 2, "effective_batch": 4,
                              "precision": "fp32", "full_learning_rate": 1e-3})
     dpo = train_dpo(ws, "Beethoven", changes={"max_steps": 3, "effective_batch": 4,
-                                              "precision": "fp32", "full_learning_rate": 1e-3,
+                                              "precision": "fp32", "dpo_learning_rate": 1e-3,
                                               "dpo_beta": BETA})
     assert dpo.trained and dpo.record.settings["method"] == "full"
     assert dpo.record.metrics["eval_loss_before"] == pytest.approx(math.log(2), abs=1e-5)

@@ -173,7 +173,7 @@ def dpo(
     config: ConfigOption = None,
     epochs: Annotated[float | None, typer.Option(min=0.01, show_default=False)] = None,
     learning_rate: Annotated[float | None, typer.Option(
-        min=0.0, help="for the SFT run's method", show_default=False)] = None,
+        min=0.0, help="DPO's learning rate (default 5e-6)", show_default=False)] = None,
     beta: Annotated[float | None, typer.Option(
         min=0.0, help="how far the policy may move from the reference (the SFT model)",
         show_default=False)] = None,
@@ -195,7 +195,7 @@ def dpo(
     if learning_rate is not None:
         if learning_rate <= 0:
             raise CharforgeError("--learning-rate must be above 0")
-        changes.update(lora_learning_rate=learning_rate, full_learning_rate=learning_rate)
+        changes["dpo_learning_rate"] = learning_rate
     ws = find_workspace(workspace)
     with _interrupt_hint():
         result = train_dpo(ws, character, sft_run=sft, recipe=recipe, config_file=config,

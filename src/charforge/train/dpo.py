@@ -286,7 +286,8 @@ def _fit_dpo(plan: RunPlan, sft_folder: Path, model: Any, ref_model: Any, tokeni
     settings = plan.settings
     plan.folder.mkdir(parents=True, exist_ok=True)
     args = DPOConfig(**trainer_arguments(
-        plan, micro, accumulation, bool(test), beta=settings.dpo_beta,
+        plan, micro, accumulation, bool(test), learning_rate=settings.dpo_learning_rate,
+        beta=settings.dpo_beta,
         max_length=settings.max_length, padding_free=False, precompute_ref_log_probs=False))
     trainer_ref: list[Any] = []
     progress = RichProgress(trainer_ref, console, label=f"DPO {plan.character.short_name}")

@@ -77,6 +77,8 @@ class TrainSettings(BaseModel):
     seed: int = Field(default=0, ge=0)
     dpo_beta: float = Field(default=0.1, gt=0, description="DPO: how far the policy may move "
                             "from the reference")
+    dpo_learning_rate: float = Field(default=5e-6, gt=0, lt=1, description="DPO's learning "
+                                     "rate (either method); far below SFT's")
 
     @model_validator(mode="after")
     def _lora_only(self) -> TrainSettings:

@@ -159,7 +159,12 @@ def sft_samples(plan: RunPlan, tokenizer: Any) -> tuple[list[Sample], list[Sampl
     stats = TokenStats(records=len(train_rows))
     own = [sample for row in train_rows for sample in samples_of(row)]
     train = fit(own * settings.repeat, settings.max_length, stats)
-    if not any(sample.source != "mix" for sample in train):
+    if not train and stats.dropped:
+        raise CharforgeError(
+            f"every sample of {character.short_name} lost what it teaches when cut to "
+            f"max_length {settings.max_length} tokens ({stats.dropped} dropped); raise "
+            "--max-length")
+    if not train:
         raise CharforgeError(
             f"{character.short_name} never speaks in {plan.data_files[-1]}: no turn of the "
             "character to learn from; generate experiences or answers, then charforge "
@@ -198,9 +203,10 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def trainer_arguments(plan: RunPlan, micro: int, accumulation: int, has_eval: bool,
-                      **extra: Any) -> dict[str, Any]:
-    """The Trainer arguments both SFT and DPO take from the settings."""
+def trainer_arguments(plan: RunPlan, micro: int, accumulation: int, has_eval: bool, *,
+                      learning_rate: float | None = None, **extra: Any) -> dict[str, Any]:
+    """The Trainer arguments both SFT and DPO take from the settings (`learning_rate`:
+    another than the method's)."""
     import torch
 
     settings = plan.settings
@@ -214,7 +220,7 @@ def trainer_arguments(plan: RunPlan, micro: int, accumulation: int, has_eval: bo
         num_train_epochs=settings.epochs, max_steps=settings.max_steps or -1,
         per_device_train_batch_size=micro, per_device_eval_batch_size=micro,
         gradient_accumulation_steps=accumulation,
-        learning_rate=settings.learning_rate, lr_scheduler_type=scheduler,
+        learning_rate=learning_rate or settings.learning_rate, lr_scheduler_type=scheduler,
         warmup_steps=warmup, weight_decay=settings.weight_decay,
         logging_steps=settings.logging_steps, logging_nan_inf_filter=False,
         save_strategy="steps", save_steps=settings.save_steps, save_total_limit=2,
