@@ -25,6 +25,8 @@ from charforge.train.data import IGNORE, TemplateError, chat_samples, conversati
 from charforge.train.merge import merge_run
 from charforge.train.progress import NonFiniteLoss
 from charforge.train.sft import train_sft
+
+from conftest import CLI, assert_one_line_error, run
 from train_fixtures import (
     DROPS_EARLIER_THOUGHTS,
     LLAMA2_STYLE,
@@ -32,8 +34,6 @@ from train_fixtures import (
     scene_rows,
     workspace_with_data,
 )
-
-from conftest import CLI, assert_one_line_error, run
 
 FAST = {"precision": "fp32", "effective_batch": 4}
 
