@@ -231,30 +231,32 @@ def test_stage_tokens_are_trained_and_survive_save_and_load(tmp_path, tiny_model
 
 # -- resume, NaN ---------------------------------------------------------------------------
 def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path, tiny_model_dir):
-    rows = scene_rows(24)
-    args = ["train", "sft", "beethoven", "--base", str(tiny_model_dir), "--max-steps", "40",
-            "--precision", "fp32", "--effective-batch", "4", "--config"]
+    rows = scene_rows(16)
     config = tmp_path / "train.yaml"
-    config.write_text("save_steps: 10\nlora_dropout: 0.0\n")
-    straight = workspace_with_data(tmp_path, rows, "straight")
-    done = run(*args, config, "-w", straight.root, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    killed = workspace_with_data(tmp_path, rows, "killed")
-    process = subprocess.Popen([*CLI, *args, str(config), "-w", str(killed.root)],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, "COLUMNS": "200"})
+    config.write_text("save_steps: 8\nlora_dropout: 0.0\n")
+    args = ["train", "sft", "beethoven", "--base", str(tiny_model_dir), "--max-steps", "24",
+            "--precision", "fp32", "--effective-batch", "4", "--config", str(config)]
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("CHARFORGE_WORKSPACE", None)
+    straight, killed = (workspace_with_data(tmp_path, rows, name)
+                        for name in ("straight", "killed"))
+    uninterrupted = subprocess.Popen([*CLI, *args, "-w", str(straight.root)], cwd=tmp_path,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen([*CLI, *args, "-w", str(killed.root)], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     checkpoints = killed.root / "models" / "beethoven"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
-        if list(checkpoints.glob("*/checkpoints/checkpoint-10/trainer_state.json")):
+        if list(checkpoints.glob("*/checkpoints/checkpoint-8/trainer_state.json")):
             break
-        time.sleep(0.02)
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not list(checkpoints.glob("*/run.json")), "the run finished before it was killed"
-    resumed = run(*args, config, "-w", killed.root, cwd=tmp_path)
+    resumed = run(*args, "-w", killed.root, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from checkpoint-" in resumed.stdout
+    assert "resumed from checkpoint-8" in resumed.stdout
+    assert uninterrupted.wait(timeout=180) == 0, uninterrupted.stderr.read()
     [a] = (straight.root / "models" / "beethoven").glob("*/adapter_model.safetensors")
     [b] = checkpoints.glob("*/adapter_model.safetensors")
     assert a.parent.name == b.parent.name  # the same run identity

@@ -28,12 +28,11 @@ def grow_vocabulary(model: Any, size: int) -> None:
             weight[old:] = weight[:old].mean(dim=0, keepdim=True)
 
 
-def add_tokens(model: Any, tokenizer: Any, tokens: list[str]) -> list[int]:
-    """Add `tokens` (as special tokens, never split) to `tokenizer` and rows for them to
-    `model`; returns their ids. Tokens already known are kept as they are."""
+def add_tokens(tokenizer: Any, tokens: list[str]) -> list[int]:
+    """Add `tokens` to `tokenizer` as special tokens (never split; those already known
+    are kept) and return their ids; `grow_vocabulary` then gives the model their rows."""
     missing = [token for token in tokens if token not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing},
                                      replace_extra_special_tokens=False)
-    grow_vocabulary(model, len(tokenizer))
     return [int(i) for i in tokenizer.convert_tokens_to_ids(tokens)]

@@ -107,20 +107,15 @@ def training_dtype(settings: TrainSettings) -> tuple[Any, bool]:
     return torch.float32, supported
 
 
-def load_for_training(base: Base, settings: TrainSettings) -> tuple[Any, Any]:
-    """(model, tokenizer) of `base`, fp32 weights (4-bit with `quantize: 4bit`)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(base: Base) -> Any:
+    """`base`'s tokenizer; it must have a chat template and offsets (a fast tokenizer)."""
+    from transformers import AutoTokenizer
 
     from charforge.llm.local import quiet_progress_bars
 
-    extra: dict[str, Any] = dict(base.load_options)
-    if settings.quantize == "4bit":
-        extra["quantization_config"] = _four_bit()
-    dtype, _ = training_dtype(settings)
     try:
         with quiet_progress_bars():
             tokenizer = AutoTokenizer.from_pretrained(base.source, **base.load_options)
-            model = AutoModelForCausalLM.from_pretrained(base.source, dtype=dtype, **extra)
     except OSError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BaseNotFoundError(f"--base {base.name}: cannot load {base.source}: {first}") from None
@@ -130,10 +125,37 @@ def load_for_training(base: Base, settings: TrainSettings) -> tuple[Any, Any]:
     if not getattr(tokenizer, "is_fast", False):
         raise CharforgeError(f"--base {base.name}: needs a fast tokenizer (tokenizer.json) to "
                              "find the reply tokens")
-    return model, tokenizer
+    return tokenizer
 
 
-def _four_bit() -> Any:
+def load_model(base: Base, settings: TrainSettings) -> Any:
+    """`base`'s weights for training: fp32 (the master copy), or 4-bit with `quantize`.
+    Load after the Trainer's arguments exist, so that under `accelerate launch` with
+    ZeRO-3 or FSDP each process loads only its shard."""
+    from transformers import AutoModelForCausalLM
+
+    from charforge.llm.local import quiet_progress_bars
+
+    extra: dict[str, Any] = dict(base.load_options)
+    if settings.quantize == "4bit":
+        extra["quantization_config"] = _four_bit()
+    dtype, _ = training_dtype(settings)
+    try:
+        with quiet_progress_bars():
+            return AutoModelForCausalLM.from_pretrained(base.source, dtype=dtype, **extra)
+    except OSError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BaseNotFoundError(f"--base {base.name}: cannot load {base.source}: {first}") from None
+
+
+def load_for_training(base: Base, settings: TrainSettings) -> tuple[Any, Any]:
+    """(model, tokenizer) of `base` (see `load_model`, `load_tokenizer`)."""
+    tokenizer = load_tokenizer(base)
+    return load_model(base, settings), tokenizer
+
+
+def check_four_bit() -> None:
+    """QLoRA's needs (a CUDA GPU, bitsandbytes), checked before anything is loaded."""
     import importlib.util
 
     import torch
@@ -143,7 +165,13 @@ def _four_bit() -> Any:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise CharforgeError("--quantize 4bit (QLoRA) needs bitsandbytes: pip install "
                              "bitsandbytes")
+
+
+def _four_bit() -> Any:
+    import torch
     from transformers import BitsAndBytesConfig
+
+    check_four_bit()
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_compute_dtype=torch.bfloat16,

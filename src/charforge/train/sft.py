@@ -23,7 +23,15 @@ from rich.console import Console
 
 from charforge.character import STAGE_TOKENS, Character
 from charforge.errors import CharforgeError
-from charforge.train.base import Base, load_for_training, resolve_base, training_dtype
+from charforge.llm.vocab import grow_vocabulary
+from charforge.train.base import (
+    Base,
+    check_four_bit,
+    load_model,
+    load_tokenizer,
+    resolve_base,
+    training_dtype,
+)
 from charforge.train.data import (
     Sample,
     TokenStats,
@@ -101,6 +109,8 @@ def plan_run(workspace: Any, character_name: str, kind: str, *, base: str | None
                              f"run: charforge dataset build {character.slug}{flag}")
     if settings.mix and not Path(settings.mix).expanduser().exists():
         raise CharforgeError(f"--mix {settings.mix}: no such file or folder")
+    if settings.quantize == "4bit":
+        check_four_bit()
     the_base = resolve_base(workspace, base)
     mix = [Path(settings.mix).expanduser()] if settings.mix else []
     identity = run_identity(
@@ -253,15 +263,15 @@ def train_sft(workspace: Any, character_name: str, *, base: str | None = None,
     if (done := plan.finished) is not None:
         return TrainResult(plan.folder, done, trained=False)
     started = now()
-    model, tokenizer = load_for_training(plan.base, plan.settings)
+    tokenizer = load_tokenizer(plan.base)
     token_ids: list[int] = []
     if uses_stage_tokens(read_jsonl(plan.data_files[0])):
         from charforge.llm.vocab import add_tokens
 
-        token_ids = add_tokens(model, tokenizer, list(STAGE_TOKENS))
+        token_ids = add_tokens(tokenizer, list(STAGE_TOKENS))  # before tokenising the data
     train, test, stats, mix = sft_samples(plan, tokenizer)
     micro, accumulation = batch_shape(plan.settings, stats, world_size())
-    result = _fit_sft(plan, model, tokenizer, train, test, token_ids, micro, accumulation,
+    result = _fit_sft(plan, tokenizer, train, test, token_ids, micro, accumulation,
                       callbacks, console)
     data = {**stats.summary(), "stage_tokens": len(token_ids), "mix": mix,
             "micro_batch": micro, "accumulation": accumulation, "world_size": world_size(),
@@ -272,7 +282,7 @@ def train_sft(workspace: Any, character_name: str, *, base: str | None = None,
     return TrainResult(plan.folder, record, trained=True)
 
 
-def _fit_sft(plan: RunPlan, model: Any, tokenizer: Any, train: list[Sample],
+def _fit_sft(plan: RunPlan, tokenizer: Any, train: list[Sample],
              test: list[Sample], token_ids: list[int], micro: int, accumulation: int,
              callbacks: Sequence[Any], console: Console | None) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
@@ -288,6 +298,8 @@ def _fit_sft(plan: RunPlan, model: Any, tokenizer: Any, train: list[Sample],
         plan, micro, accumulation, bool(test),
         padding_free=settings.packing, packing=False, max_length=None,
         dataset_kwargs={"skip_prepare_dataset": False}))
+    model = load_model(plan.base, settings)  # after the arguments: see load_model
+    grow_vocabulary(model, len(tokenizer))
     trainer_ref: list[Any] = []
     progress = RichProgress(trainer_ref, console, label=f"SFT {plan.character.short_name}")
     trainer = CharforgeSFTTrainer(
