@@ -81,7 +81,7 @@ def test_mix_repeat_and_cut_samples_are_counted(tmp_path, tokenizer, tiny_model_
     bad.write_text('{"text": "no messages"}\n')
     bad_plan = plan_run(ws, "beethoven", "sft", base=str(tiny_model_dir), recipe=None,
                         config_file=None, changes={"mix": str(bad)}, data_files=sft_files)
-    with pytest.raises(CharforgeError, match="record 1 has no chat `messages`"):
+    with pytest.raises(CharforgeError, match="record 1: messages: Field required"):
         sft_samples(bad_plan, tokenizer)
 
 
@@ -106,8 +106,14 @@ def test_the_global_batch_is_kept_for_any_number_of_processes():
     stats = TokenStats(samples=100, tokens=72_000)  # 720 tokens a sample
     for world in (1, 2, 8):
         micro, accumulation = batch_shape(settings, stats, world)
-        assert micro == 2 and micro * accumulation * world >= 64
-        assert micro * (accumulation - 1) * world < 64
+        assert micro == 2 and micro * accumulation * world == 64
+    odd = settings.model_copy(update={"effective_batch": 20})
+    stats = TokenStats(samples=100, tokens=40_000)  # 400 tokens: 5 fit in 2,048
+    assert batch_shape(odd, stats, 1) == (5, 4) and batch_shape(odd, stats, 4) == (5, 1)
+    assert batch_shape(odd, stats, 2) == (5, 2)
+    assert batch_shape(odd.model_copy(update={"effective_batch": 14}), stats, 1) == (2, 7)
+    with pytest.raises(CharforgeError, match="does not divide among 3 processes"):
+        batch_shape(odd, stats, 3)
 
 
 def test_samples_cut_to_nothing_say_so(tmp_path, tokenizer, tiny_model_dir):

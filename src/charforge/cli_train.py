@@ -132,9 +132,10 @@ def report_training(result: Any) -> None:
         return
     metrics, data = record.metrics, record.data
     losses = f"train loss {metrics.get('train_loss')}"
-    if "eval_loss" in metrics:
-        losses += (f", eval loss {metrics.get('eval_loss_before', '?')} -> "
-                   f"{metrics['eval_loss']}")
+    if "eval_loss_before" in metrics:
+        losses += f", eval loss {metrics['eval_loss_before']} -> {metrics.get('eval_loss')}"
+    elif "eval_loss" in metrics:
+        losses += f", eval loss {metrics['eval_loss']}"
     resumed = f" (resumed from {metrics['resumed_from']})" if metrics.get("resumed_from") else ""
     out.print(f"trained {name} in {metrics.get('seconds')} s{resumed}: {metrics.get('steps')} "
               f"steps, {losses}; {metrics.get('tokens_per_s')} tokens/s", highlight=False,

@@ -15,6 +15,7 @@ from charforge.character import Character
 from charforge.llm.turns import THINK_CLOSE, THINK_OPEN
 from charforge.prompts import render_prompt
 
+EOT = "<|eot|>"  # Character-LLM's end of turn, inside its prompted format's text
 MetaPreset = Literal["charforge", "character-llm"]
 META_TEMPLATES: dict[str, str] = {"charforge": "meta_prompt", "character-llm": "meta_character_llm"}
 

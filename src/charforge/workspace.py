@@ -33,7 +33,7 @@ from charforge.errors import (
     first_problem,
 )
 from charforge.files import folder_written_whole, recover_folders
-from charforge.llm.registry import ModelEntry, ModelsConfig
+from charforge.llm.registry import BUILTIN_MODELS, ModelEntry, ModelsConfig
 from charforge.train.runs import trained_model_entries
 
 if TYPE_CHECKING:
@@ -159,8 +159,10 @@ class Workspace:
                 raw = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
                 config = WorkspaceConfig.model_validate(raw)
                 trained = {name: ModelEntry.model_validate(entry) for name, entry
-                           in trained_model_entries(self.root).items()}
-                # Trained agents are models by name; a name in charforge.yaml wins.
+                           in trained_model_entries(self.root).items()
+                           if name not in BUILTIN_MODELS}
+                # Trained agents are models by name; a built-in name or one in
+                # charforge.yaml wins.
                 self._config = config.model_copy(update={"models": {**trained,
                                                                     **config.models}})
             except (yaml.YAMLError, ValidationError, UnicodeDecodeError, OSError) as exc:

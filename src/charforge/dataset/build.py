@@ -19,10 +19,9 @@ from pydantic import BaseModel
 
 from charforge.character import Character
 from charforge.records import Dialogue, Turn
-from charforge.render import THINK_CLOSE, THINK_OPEN, MetaPreset, meta_prompt
+from charforge.render import EOT, THINK_CLOSE, THINK_OPEN, MetaPreset, meta_prompt
 from charforge.store import Store
 
-EOT = "<|eot|>"
 SOURCES = ("experience", "protective")
 
 

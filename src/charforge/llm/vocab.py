@@ -12,20 +12,36 @@ from typing import Any
 
 
 def grow_vocabulary(model: Any, size: int) -> None:
-    """Resize `model`'s embeddings to `size` rows, new rows set to the mean of the old."""
+    """Resize `model`'s embeddings to `size` rows, new rows set to the mean of the old.
+    Under DeepSpeed ZeRO-3 (weights split across processes) the rows are gathered first."""
     import torch
 
-    old = int(model.get_input_embeddings().weight.shape[0])
+    old = int(model.get_input_embeddings().num_embeddings)
     if size <= old:
         return
     model.resize_token_embeddings(size, mean_resizing=False)
-    with torch.no_grad():
-        embeddings = [model.get_input_embeddings().weight]
-        output = model.get_output_embeddings()
-        if output is not None and output.weight is not embeddings[0]:
-            embeddings.append(output.weight)
-        for weight in embeddings:
+    weights = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not weights[0]:
+        weights.append(output.weight)
+    with _gathered(weights), torch.no_grad():
+        for weight in weights:
             weight[old:] = weight[:old].mean(dim=0, keepdim=True)
+
+
+def _gathered(weights: list[Any]) -> Any:
+    """Whole copies of `weights` under ZeRO-3 (written back from process 0), else nothing."""
+    from contextlib import nullcontext
+
+    try:
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+    except ImportError:
+        return nullcontext()
+    if not is_deepspeed_zero3_enabled():
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(weights, modifier_rank=0)
 
 
 def add_tokens(tokenizer: Any, tokens: list[str]) -> list[int]:

@@ -1,5 +1,5 @@
 """The base model a run trains: found by model name, folder or hub id (never downloaded),
-loaded for training, with the stage tokens added when the data carries them."""
+and loaded for training (tokenizer and weights apart: see `load_model`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ class BaseNotFoundError(CharforgeError):
 @dataclass(frozen=True)
 class Base:
     """A base model: what the command named, where its weights are, their identity, and
-    the options a trained agent inherits (a model entry's repetition penalty, dtype)."""
+    the options a trained agent inherits (a model entry's path, GGUF file, repetition
+    penalty and JSON string policy)."""
 
     name: str
     source: str  # what from_pretrained reads

@@ -5,7 +5,7 @@ The loss mask is found from the template's own text, never from markers inside i
 `assistant_only_loss` refuses it): a reply's characters are those that rendering the
 conversation up to that reply adds after rendering it up to the reply's generation
 prompt. The whole conversation is tokenised once with character offsets, and a token
-is learned when it starts inside a learned span. A template whose earlier turns change
+is learned when it holds a character of a learned span. A template whose earlier turns change
 as a conversation grows is refused with one line.
 
 A record becomes one sample per thought of the character: the server never sees
@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from charforge.errors import CharforgeError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from charforge.errors import CharforgeError, first_problem
 from charforge.llm.turns import has_thought, render_turns, template_turns, without_thoughts
+from charforge.render import EOT
 
 IGNORE = -100
-EOT = "<|eot|>"  # Character-LLM's end of turn, inside prompted records' text
 
 
 class TemplateError(CharforgeError):
@@ -79,13 +81,19 @@ def learned_spans(tokenizer: Any, turns: list[dict[str, str]], start: int, *,
                   loss: Literal["character", "output"],
                   name: str = "the base") -> tuple[str, list[tuple[int, int]]]:
     """The rendered text of `turns` and the character ranges learned from `start` on:
-    each reply (its text and end-of-turn marker), or with `loss="output"` everything
-    after the turns before `start`."""
+    each reply (its text, end-of-turn marker and whatever the template writes after it
+    before the next turn), or with `loss="output"` everything after the turns before
+    `start`."""
     full = render_turns(tokenizer, turns, generation_prompt=False)
     if loss == "output":
-        before = render_turns(tokenizer, turns[:start], generation_prompt=False)
-        _checked_prefix(before, full, name)
-        return full, [(len(before), len(full))]
+        if start > 0:
+            before = render_turns(tokenizer, turns[:start], generation_prompt=False)
+            _checked_prefix(before, full, name)
+            return full, [(len(before), len(full))]
+        # No system message: the template may add its own default one, which is not
+        # the record's to learn; learning starts at the first turn's text.
+        first = full.find(turns[0]["content"]) if turns[0]["content"] else -1
+        return full, [(max(first, 0), len(full))]
     spans = []
     for k in range(start, len(turns)):
         if turns[k]["role"] != "assistant":
@@ -100,12 +108,14 @@ def learned_spans(tokenizer: Any, turns: list[dict[str, str]], start: int, *,
 
 def tokens_with_labels(tokenizer: Any, text: str,
                        spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
-    """`text` tokenised once; a token is learned when it starts inside one of `spans`."""
+    """`text` tokenised once; a token is learned when it holds any character of one of
+    `spans` (a template whose generation prompt ends in a space, `ASSISTANT: `, has the
+    reply's first token start on that space: it is still the reply's)."""
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(encoded["input_ids"])
     labels = []
-    for token, (begin, _end) in zip(ids, encoded["offset_mapping"], strict=True):
-        inside = any(low <= begin < high for low, high in spans)
+    for token, (begin, end) in zip(ids, encoded["offset_mapping"], strict=True):
+        inside = any(begin < high and max(end, begin + 1) > low for low, high in spans)
         labels.append(token if inside else IGNORE)
     return ids, labels
 
@@ -139,9 +149,9 @@ def prompted_sample(tokenizer: Any, prompt: str, output: str, *, source: str,
             offset += len(block) + len(EOT)
     ids, labels = tokens_with_labels(tokenizer, text, spans)
     eos = tokenizer.eos_token_id
-    if eos is not None:
+    if eos is not None:  # learned when the scene's last words are learned
         ids.append(eos)
-        labels.append(eos)
+        labels.append(eos if spans and spans[-1][1] >= len(text.rstrip()) else IGNORE)
     return Sample(ids, labels, source)
 
 
@@ -190,20 +200,70 @@ def fit(samples: Iterable[Sample], max_length: int, stats: TokenStats) -> list[S
     return kept
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, *, shape: RowShape | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file, each checked against `shape` when given; a bad
+    line is one error naming the file, the line and the field."""
     rows = []
-    with path.open(encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CharforgeError(f"{path}:{number}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise CharforgeError(f"{path}:{number}: a record must be a JSON object")
-            rows.append(row)
+    try:
+        with path.open(encoding="utf-8") as file:
+            for number, line in enumerate(file, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise CharforgeError(f"{path}:{number}: not JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise CharforgeError(f"{path}:{number}: a record must be a JSON object")
+                if shape is not None:
+                    _check_row(row, shape, f"{path}:{number}")
+                rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise CharforgeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                             ) from None
     return rows
+
+
+class Message(BaseModel):
+    """A chat message as a record holds it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+    name: str | None = None
+
+
+class ChatRow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[Message] = Field(min_length=1)
+
+
+class PromptedRow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str
+    output: str
+
+
+class PairRow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt: list[Message] = Field(min_length=1)
+    chosen: list[Message] = Field(min_length=1)
+    rejected: list[Message] = Field(min_length=1)
+
+
+RowShape = type[ChatRow] | type[PromptedRow] | type[PairRow]
+
+
+def _check_row(row: dict[str, Any], shape: RowShape, where: str) -> None:
+    try:
+        shape.model_validate(row)
+    except ValidationError as exc:
+        field, problem = first_problem(exc)
+        raise CharforgeError(f"{where}: {field or 'record'}: {problem}") from None
 
 
 def read_mix(path: str | Path) -> list[dict[str, Any]]:
@@ -227,12 +287,7 @@ def read_mix(path: str | Path) -> list[dict[str, Any]]:
     else:
         raise CharforgeError(f"--mix {path}: no such file or folder")
     for number, row in enumerate(rows, 1):
-        messages = row.get("messages")
-        if not (isinstance(messages, list) and messages
-                and all(isinstance(m, dict) and "role" in m and "content" in m
-                        for m in messages)):
-            raise CharforgeError(f"--mix {path}: record {number} has no chat `messages` "
-                                 "(a list of {role, content})")
-        if not any(m["role"] == "assistant" for m in messages):
+        _check_row(row, ChatRow, f"--mix {path}: record {number}")
+        if not any(m["role"] == "assistant" for m in row["messages"]):
             raise CharforgeError(f"--mix {path}: record {number} has no assistant turn")
     return rows

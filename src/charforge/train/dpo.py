@@ -45,7 +45,7 @@ from rich.console import Console
 
 from charforge.errors import CharforgeError
 from charforge.llm.turns import prompt_text, render_turns, template_turns
-from charforge.train.data import TemplateError, TokenStats, read_jsonl
+from charforge.train.data import PairRow, TemplateError, TokenStats, read_jsonl
 from charforge.train.runs import LOG_FILE, RunRecord, finished_runs, now
 from charforge.train.sft import (
     RunPlan,
@@ -177,9 +177,13 @@ def train_dpo(workspace: Any, character_name: str, *, sft_run: str | None = None
     if (done := plan.finished) is not None:
         return TrainResult(plan.folder, done, trained=False)
     started = now()
-    rows = read_jsonl(plan.data_files[0])
+    rows = read_jsonl(plan.data_files[0], shape=PairRow)
     train_rows = [row for row in rows if row.get("split", "train") != "test"]
     test_rows = [row for row in rows if row.get("split", "train") == "test"]
+    if not train_rows:
+        raise CharforgeError(f"no training pair in {plan.data_files[0]} ({len(rows)} pairs, "
+                             f"{len(test_rows)} in the test split); rebuild: charforge dataset "
+                             f"build {character.slug} --dpo")
     model, tokenizer, ref_model = load_policy(plan, sft_folder)
     stats = TokenStats(records=len(train_rows))
     train = preference_pairs(tokenizer, train_rows, plan.settings.max_length, stats)

@@ -10,29 +10,9 @@ from typing import Any
 
 from charforge.errors import CharforgeError
 from charforge.files import folder_written_whole
-from charforge.train.runs import RunRecord, finished_runs
+from charforge.train.runs import find_run
 
 MERGED_SUFFIX = "-merged"
-
-
-def find_run(root: Path, character: str, run: str | None = None,
-             kind: str | None = None) -> tuple[Path, RunRecord]:
-    """A character's finished run by name (`sft-…`, or `<slug>/sft-…`), else its latest
-    (of `kind`); a one-line error naming the runs there are."""
-    runs = [(folder, record) for folder, record in finished_runs(root, character)
-            if kind is None or record.kind == kind]
-    if run is not None:
-        wanted = run.split("/")[-1]
-        for folder, record in runs:
-            if record.run == wanted:
-                return folder, record
-        known = ", ".join(record.run for _, record in runs) or "none"
-        raise CharforgeError(f"no finished run {run!r} of {character}; runs: {known}")
-    if not runs:
-        what = f"{kind.upper()} run" if kind else "trained run"
-        raise CharforgeError(f"no {what} for {character}: run charforge train sft {character} "
-                             "first")
-    return runs[-1]
 
 
 def merge_run(workspace: Any, character_name: str, run: str | None = None) -> Path:

@@ -71,6 +71,15 @@ class RunLog(TrainerCallback):
                                    **logs}) + "\n")
 
 
+def trim_log(path: Path, step: int) -> None:
+    """Drop the log lines after `step` (a run resuming from that step's checkpoint)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(kept), encoding="utf-8")
+
+
 class RichProgress(TrainerCallback):
     """A progress bar: step, loss, eval loss and real tokens/s (main process only)."""
 

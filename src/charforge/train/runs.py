@@ -18,6 +18,7 @@ Pydantic and the standard library only: listing runs loads no torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
+
+from charforge.errors import CharforgeError
 
 RUN_FILE = "run.json"
 LOG_FILE = "training_log.jsonl"
@@ -78,21 +81,55 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+class UnreadableRun(CharforgeError):
+    """A run.json that cannot be read: the run is neither finished nor to be redone."""
+
+
 def read_run(folder: Path) -> RunRecord | None:
-    """The finished run in `folder`, or None (unfinished, or not a run)."""
-    try:
-        return RunRecord.model_validate_json((folder / RUN_FILE).read_bytes())
-    except (OSError, ValidationError):
+    """The finished run in `folder`; None when it has no run.json (still training, or
+    interrupted). An unreadable run.json is an error: training again would overwrite the
+    adapter beside it."""
+    path = folder / RUN_FILE
+    if not path.is_file():
         return None
+    try:
+        return RunRecord.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        raise UnreadableRun(f"{path} is unreadable; restore it, or remove {folder} to train "
+                            "that run again") from None
 
 
 def finished_runs(root: Path, character: str | None = None) -> list[tuple[Path, RunRecord]]:
-    """Every finished run (of `character`), oldest first."""
+    """Every finished run (of `character`) whose run.json reads, oldest first."""
     base = models_dir(root)
     folders = sorted(base.glob(f"{character or '*'}/*/{RUN_FILE}")) if base.is_dir() else []
-    runs = [(path.parent, record) for path in folders
-            if (record := read_run(path.parent)) is not None]
+    runs = []
+    for path in folders:
+        with contextlib.suppress(UnreadableRun):  # listing goes on; training it says so
+            record = read_run(path.parent)
+            if record is not None:
+                runs.append((path.parent, record))
     return sorted(runs, key=lambda pair: (pair[1].finished, pair[1].run))
+
+
+def find_run(root: Path, character: str, run: str | None = None,
+             kind: str | None = None) -> tuple[Path, RunRecord]:
+    """A character's finished run by name (`sft-…`, or `<character>/sft-…`), else its
+    latest (of `kind`); a one-line error naming the runs there are."""
+    runs = [(folder, record) for folder, record in finished_runs(root, character)
+            if kind is None or record.kind == kind]
+    if run is not None:
+        owner, _, wanted = run.rpartition("/")
+        for folder, record in runs:
+            if record.run == wanted and owner in ("", character):
+                return folder, record
+        known = ", ".join(record.run for _, record in runs) or "none"
+        raise CharforgeError(f"no finished run {run!r} of {character}; runs: {known}")
+    if not runs:
+        what = f"{kind.upper()} run" if kind else "trained run"
+        raise CharforgeError(f"no {what} for {character}: run charforge train sft {character} "
+                             "first")
+    return runs[-1]
 
 
 def trained_model_entries(root: Path) -> dict[str, dict[str, Any]]:
@@ -100,6 +137,8 @@ def trained_model_entries(root: Path) -> dict[str, dict[str, Any]]:
     character's latest: local model entries (base plus adapter, or a full model)."""
     entries: dict[str, dict[str, Any]] = {}
     for folder, record in finished_runs(root):
+        if not record.model.get("backend"):
+            continue  # the prompted format: not a chat model (see sft._model_entry)
         entry = dict(record.model)
         if "adapter" in entry:
             entry["adapter"] = str(folder)

@@ -11,7 +11,6 @@ under `accelerate launch`.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -33,6 +32,8 @@ from charforge.train.base import (
     training_dtype,
 )
 from charforge.train.data import (
+    ChatRow,
+    PromptedRow,
     Sample,
     TokenStats,
     chat_samples,
@@ -54,8 +55,20 @@ from charforge.train.runs import (
 )
 from charforge.train.settings import TrainSettings, resolve_settings
 
-# Settings that change how a run reports, not what it learns: left out of its identity.
-REPORTING_ONLY = ("logging_steps", "save_steps", "eval_steps")
+# What each kind of run learns from: the settings in its identity. Left out: how a run
+# reports and checkpoints (logging, save and eval steps), how it spends memory
+# (gradient checkpointing, micro-batch tokens: the same steps either way), and the
+# other kind's settings.
+IDENTITY_SETTINGS = {
+    "sft": ("method", "loss", "format", "epochs", "lora_learning_rate", "full_learning_rate",
+            "scheduler", "warmup_ratio", "warmup_steps", "weight_decay", "max_length",
+            "effective_batch", "packing", "lora_r", "lora_alpha", "lora_dropout",
+            "lora_target_modules", "precision", "quantize", "repeat", "mix", "max_steps",
+            "seed"),
+    "dpo": ("method", "epochs", "dpo_learning_rate", "dpo_beta", "scheduler", "warmup_ratio",
+            "warmup_steps", "weight_decay", "max_length", "effective_batch", "precision",
+            "quantize", "max_steps", "seed"),
+}
 
 
 @dataclass
@@ -107,16 +120,19 @@ def plan_run(workspace: Any, character_name: str, kind: str, *, base: str | None
         flag = " --dpo" if missing[0].name == "dpo.jsonl" else ""
         raise CharforgeError(f"no {missing[0].name} for {character.short_name} in {dataset}; "
                              f"run: charforge dataset build {character.slug}{flag}")
-    if settings.mix and not Path(settings.mix).expanduser().exists():
+    mix = [Path(settings.mix).expanduser()] if settings.mix and kind == "sft" else []
+    if mix and not mix[0].exists():
         raise CharforgeError(f"--mix {settings.mix}: no such file or folder")
     if settings.quantize == "4bit":
         check_four_bit()
     the_base = resolve_base(workspace, base)
-    mix = [Path(settings.mix).expanduser()] if settings.mix else []
-    identity = run_identity(
-        kind=kind, character=character.slug, base=the_base.identity,
-        settings={k: v for k, v in settings.model_dump().items() if k not in REPORTING_ONLY},
-        data=content_hash(*files, *mix), parent=parent[0] if parent else None)
+    learned = {k: v for k, v in settings.model_dump().items() if k in IDENTITY_SETTINGS[kind]}
+    learned["precision"] = "bf16" if training_dtype(settings)[1] else "fp32"  # as resolved
+    if kind != "sft":
+        learned.pop("mix", None)
+    identity = run_identity(kind=kind, character=character.slug, base=the_base.identity,
+                            settings=learned, data=content_hash(*files, *mix),
+                            parent=parent[0] if parent else None)
     run = f"{kind}-{identity}"
     return RunPlan(kind=kind, character=character, recipe=chosen.name, settings=settings,
                    base=the_base, data_files=files, run=run,
@@ -145,10 +161,10 @@ def sft_samples(plan: RunPlan, tokenizer: Any) -> tuple[list[Sample], list[Sampl
     """Train and eval samples of the plan's data (repeated, mixed, cut to max_length),
     the train statistics and what was mixed in."""
     settings, character = plan.settings, plan.character
-    rows = read_jsonl(plan.data_files[0])
+    rows = read_jsonl(plan.data_files[0], shape=ChatRow)
     splits = {row.get("task_id"): row.get("split", "train") for row in rows}
     if settings.format == "prompted":
-        rows = read_jsonl(plan.data_files[-1])
+        rows = read_jsonl(plan.data_files[-1], shape=PromptedRow)
         speaker = None if settings.loss == "output" else character.short_name
 
         def samples_of(row: dict[str, Any]) -> list[Sample]:
@@ -169,6 +185,10 @@ def sft_samples(plan: RunPlan, tokenizer: Any) -> tuple[list[Sample], list[Sampl
     stats = TokenStats(records=len(train_rows))
     own = [sample for row in train_rows for sample in samples_of(row)]
     train = fit(own * settings.repeat, settings.max_length, stats)
+    if not train_rows and test_rows:
+        raise CharforgeError(f"every record in {plan.data_files[-1]} is in the test split; "
+                             f"rebuild with a smaller --test-fraction: charforge dataset build "
+                             f"{character.slug}")
     if not train and stats.dropped:
         raise CharforgeError(
             f"every sample of {character.short_name} lost what it teaches when cut to "
@@ -194,12 +214,18 @@ def sft_samples(plan: RunPlan, tokenizer: Any) -> tuple[list[Sample], list[Sampl
 
 
 def batch_shape(settings: TrainSettings, stats: TokenStats, world_size: int) -> tuple[int, int]:
-    """(samples per process per micro-batch, accumulation steps): micro-batches of about
-    `micro_batch_tokens` real tokens, `effective_batch` samples a step in all."""
+    """(samples per process per micro-batch, accumulation steps), so that every optimizer
+    step takes exactly `effective_batch` samples over all processes, in micro-batches of
+    at most about `micro_batch_tokens` real tokens: the same steps on 1 GPU or 8."""
+    if settings.effective_batch % world_size:
+        raise CharforgeError(f"effective_batch {settings.effective_batch} does not divide "
+                             f"among {world_size} processes; choose a multiple of "
+                             f"{world_size}")
     mean = stats.tokens / stats.samples if stats.samples else settings.max_length
-    per_process = max(1, math.ceil(settings.effective_batch / world_size))
-    micro = max(1, min(per_process, int(settings.tokens_per_micro_batch // max(mean, 1))))
-    return micro, max(1, math.ceil(settings.effective_batch / (micro * world_size)))
+    share = settings.effective_batch // world_size
+    fits = max(1, int(settings.tokens_per_micro_batch // max(mean, 1)))
+    micro = max(d for d in range(1, share + 1) if share % d == 0 and d <= fits)
+    return micro, share // micro
 
 
 def as_dataset(samples: Sequence[Sample]) -> Any:
@@ -265,7 +291,7 @@ def train_sft(workspace: Any, character_name: str, *, base: str | None = None,
     started = now()
     tokenizer = load_tokenizer(plan.base)
     token_ids: list[int] = []
-    if uses_stage_tokens(read_jsonl(plan.data_files[0])):
+    if uses_stage_tokens(read_jsonl(plan.data_files[0], shape=ChatRow)):
         from charforge.llm.vocab import add_tokens
 
         token_ids = add_tokens(tokenizer, list(STAGE_TOKENS))  # before tokenising the data
@@ -326,10 +352,14 @@ def run_trainer(trainer: Any, progress: Any, *, has_eval: bool) -> dict[str, Any
     from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
+    from charforge.train.progress import trim_log
+
     quiet_trainer(trainer)
     checkpoints = Path(trainer.args.output_dir)
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     metrics: dict[str, Any] = {}
+    if last is not None:  # the steps after the checkpoint are trained (and logged) again
+        trim_log(checkpoints.parent / LOG_FILE, int(Path(last).name.rsplit("-", 1)[-1]))
     if has_eval and last is None:
         metrics["eval_loss_before"] = round(trainer.evaluate()["eval_loss"], 6)
     began = time.perf_counter()
@@ -357,14 +387,16 @@ def finish_run(plan: RunPlan, tokenizer: Any, trainer: Any, *, data: dict[str, A
     """Save the adapter (or model) and tokenizer, the card and run.json (last), and drop
     the checkpoints; the main process writes, the others wait for it."""
     model = trainer.model
-    if hasattr(model, "peft_config") and not getattr(trainer, "is_fsdp_enabled", False):
+    sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(
+        trainer, "is_deepspeed_enabled", False)  # only the Trainer gathers the shards
+    if hasattr(model, "peft_config") and not sharded:
         # The stage tokens' rows are in the adapter (trainable tokens); the rest of a grown
         # embedding is rebuilt the same way at load (llm/vocab.py), not saved whole.
         if trainer.is_world_process_zero():
             model.save_pretrained(str(plan.folder), save_embedding_layers=False)
     else:
         trainer.save_model(str(plan.folder))
-    (plan.folder / "training_args.bin").unlink(missing_ok=True)  # a pickle; run.json has it
+    trainer.accelerator.wait_for_everyone()
     record = RunRecord(
         kind=plan.kind, run=plan.run, character=plan.character.slug,  # type: ignore[arg-type]
         base={"name": plan.base.name, "source": plan.base.source,
@@ -377,6 +409,7 @@ def finish_run(plan: RunPlan, tokenizer: Any, trainer: Any, *, data: dict[str, A
     if trainer.is_world_process_zero():
         from charforge.train.card import model_card
 
+        (plan.folder / "training_args.bin").unlink(missing_ok=True)  # a pickle; run.json
         tokenizer.save_pretrained(str(plan.folder))
         (plan.folder / "README.md").write_text(model_card(record), encoding="utf-8")
         staging = plan.folder / f".{RUN_FILE}.partial"
@@ -388,7 +421,11 @@ def finish_run(plan: RunPlan, tokenizer: Any, trainer: Any, *, data: dict[str, A
 
 
 def _model_entry(plan: RunPlan) -> dict[str, Any]:
-    """The local model this run registers: its base plus the adapter, or (full) itself."""
+    """The local model this run registers: its base plus the adapter, or (full) itself.
+    None for the prompted format: it learned Character-LLM's text layout, not chat, and
+    a chat template would ask it otherwise than it was taught."""
+    if plan.settings.format == "prompted":
+        return {}
     entry: dict[str, Any] = {"backend": "local", **plan.base.entry_options}
     if plan.settings.method == "lora":
         entry["adapter"] = str(plan.folder)
