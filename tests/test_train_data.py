@@ -122,3 +122,56 @@ def test_samples_cut_to_nothing_say_so(tmp_path, tokenizer, tiny_model_dir):
                     config_file=None, changes={"max_length": 40}, data_files=sft_files)
     with pytest.raises(CharforgeError, match="raise --max-length"):
         sft_samples(plan, tokenizer)
+
+
+def test_bad_rows_are_one_line_naming_file_line_and_field(tmp_path, tokenizer,
+                                                          tiny_model_dir):
+    ws = workspace_with_data(tmp_path, scene_rows(2))
+    data = ws.datasets_dir / "beethoven" / "sft.jsonl"
+    plan = plan_run(ws, "beethoven", "sft", base=str(tiny_model_dir), recipe=None,
+                    config_file=None, changes=None, data_files=sft_files)
+    for line, problem in [('{"messages": [{"role": "narrator", "content": "x"}]}', "role"),
+                          ('{"messages": [{"role": "user"}]}', "content"),
+                          ('{"text": "hi"}', "messages")]:
+        data.write_text(json.dumps(scene_rows(1)[0]) + "\n" + line + "\n")
+        with pytest.raises(CharforgeError) as caught:
+            sft_samples(plan, tokenizer)
+        assert f"{data}:2: messages" in str(caught.value) and problem in str(caught.value)
+    data.write_bytes(b'{"messages": "\xff"}\n')
+    with pytest.raises(CharforgeError, match="not UTF-8"):
+        sft_samples(plan, tokenizer)
+
+
+def test_the_end_is_learned_only_after_the_speakers_own_last_turn(tokenizer):
+    lily_last = OUTPUT + f"\nLily (speaking): Thank you.{EOT}"
+    sample = prompted_sample(tokenizer, PROMPT, lily_last, source="x", speaker="Beethoven")
+    assert sample.labels[-1] == IGNORE and "Thank you" not in _learned(tokenizer, sample)
+    own = prompted_sample(tokenizer, PROMPT, OUTPUT, source="x", speaker="Beethoven")
+    assert own.labels[-1] == tokenizer.eos_token_id
+
+
+def test_a_reply_token_holding_the_prompts_last_space_is_learned(tiny_model_dir):
+    from charforge.train.data import chat_samples
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = ("{% for m in messages %}{{ m['role'].upper() + ': ' + m['content'] + "
+                         "'<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}"
+                         "{{ 'ASSISTANT: ' }}{% endif %}")
+    [sample] = chat_samples(tok, [{"role": "user", "content": "Hello?"},
+                                  {"role": "assistant", "content": "Bonn and Vienna."}],
+                            source="x")
+    assert _learned(tok, sample).strip() == "Bonn and Vienna.<|im_end|>"
+
+
+def test_an_unreadable_run_is_an_error_not_a_retrain(tmp_path, tiny_model_dir):
+    from charforge.train.runs import UnreadableRun, finished_runs
+
+    ws = workspace_with_data(tmp_path, scene_rows(2))
+    plan = plan_run(ws, "beethoven", "sft", base=str(tiny_model_dir), recipe=None,
+                    config_file=None, changes=None, data_files=sft_files)
+    plan.folder.mkdir(parents=True)
+    (plan.folder / "run.json").write_text("{not json")
+    with pytest.raises(UnreadableRun, match="remove"):
+        _ = plan.finished
+    assert finished_runs(ws.root) == []  # listing models goes on
+    assert "smollm2" in ws.config.entries()
