@@ -138,7 +138,7 @@ def test_bad_rows_are_one_line_naming_file_line_and_field(tmp_path, tokenizer,
             sft_samples(plan, tokenizer)
         assert f"{data}:2: messages" in str(caught.value) and problem in str(caught.value)
     data.write_bytes(b'{"messages": "\xff"}\n')
-    with pytest.raises(CharforgeError, match="not UTF-8"):
+    with pytest.raises(CharforgeError, match="as UTF-8 text"):
         sft_samples(plan, tokenizer)
 
 

@@ -4,7 +4,6 @@ knowledge, so the trained agent keeps its general ability without leaving charac
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +14,7 @@ from pydantic import BaseModel, Field
 from charforge.errors import CharforgeError
 from charforge.generate.base import teacher_sampling
 from charforge.generate.personified import PersonifiedStage, run_stages, stage_now
+from charforge.jsonl import json_objects
 from charforge.parse.persona import parse_character_answer
 from charforge.parse.schemas import PersonaAnswer
 from charforge.stages import PlannedTask, Records, StageContext, StageOptions, register_stage
@@ -84,19 +84,7 @@ def read_instructions(path: Path, limit: int | None = None) -> list[str]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[Mapping[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise CharforgeError(f"{path}: cannot read it as UTF-8 text ({error})") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise CharforgeError(f"{path}: line {number} is not JSON ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise CharforgeError(f"{path}: line {number} is not a JSON object")
+    for _, row in json_objects(path):
         yield row
 
 

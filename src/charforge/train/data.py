@@ -16,7 +16,6 @@ is learned exactly once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charforge.errors import CharforgeError, first_problem
+from charforge.jsonl import json_objects
 from charforge.llm.turns import has_thought, render_turns, template_turns, without_thoughts
 from charforge.render import EOT
 
@@ -204,23 +204,10 @@ def read_jsonl(path: Path, *, shape: RowShape | None = None) -> list[dict[str, A
     """The JSON objects of a JSONL file, each checked against `shape` when given; a bad
     line is one error naming the file, the line and the field."""
     rows = []
-    try:
-        with path.open(encoding="utf-8") as file:
-            for number, line in enumerate(file, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CharforgeError(f"{path}:{number}: not JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise CharforgeError(f"{path}:{number}: a record must be a JSON object")
-                if shape is not None:
-                    _check_row(row, shape, f"{path}:{number}")
-                rows.append(row)
-    except UnicodeDecodeError as exc:
-        raise CharforgeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
-                             ) from None
+    for number, row in json_objects(path):
+        if shape is not None:
+            _check_row(row, shape, f"{path}:{number}")
+        rows.append(row)
     return rows
 
 
