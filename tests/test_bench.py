@@ -26,3 +26,23 @@ def test_bench_smoke_run(script: Path):
                            text=True, timeout=300)
     assert smoke.returncode == 0, (smoke.stdout[-2000:], smoke.stderr[-2000:])
     assert smoke.stdout.strip()
+
+
+def test_train_bench_prints_its_figures():
+    """bench/train.py at tiny sizes: every way is measured and the figures and targets are
+    printed (the times themselves are not checked)."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "train.py"
+    run = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-2000:])
+    out = run.stdout
+    assert "data: 12 samples" in out and "median" in out and "p90" in out
+    for way in ("charforge, micro_batch_tokens 64", "charforge, micro_batch_tokens 128 (default)",
+                "charforge, micro_batch_tokens 256", "seed: padded to 128",
+                "grouped: pad to longest"):
+        assert way in out
+    assert "padding-only ceiling: 128 x 12" in out
+    assert "real tok/s by micro_batch_tokens" in out and "fastest:" in out
+    verdicts = [line for line in out.splitlines() if "target >= 2.5x" in line]
+    assert verdicts and all("target >= 1.3x" in line for line in verdicts)
+    assert all(("met" in line or "missed" in line) for line in verdicts)

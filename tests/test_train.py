@@ -205,7 +205,12 @@ def test_the_characters_loss_falls_and_the_masked_loss_does_not(tmp_path, tiny_m
 
 
 # -- stage tokens --------------------------------------------------------------------------
-def test_stage_tokens_are_trained_and_survive_save_and_load(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_stage_tokens_are_trained_and_survive_save_and_load(tmp_path, tiny_model_dir, tied):
+    if tied:  # input and output embeddings shared, as SmolLM2's
+        from tiny_models import build_tiny_chat_model
+
+        tiny_model_dir = build_tiny_chat_model(tmp_path / "tied", tied=True)
     ws = workspace_with_data(tmp_path, scene_rows(6, stage_token=STAGE_TOKENS[0]))
     result = train_sft(ws, "Beethoven", base=str(tiny_model_dir),
                        changes={**FAST, "max_steps": 6, "lora_learning_rate": 5e-2})

@@ -300,3 +300,25 @@ def test_full_fine_tune_trains_fully_against_a_frozen_sft_copy(tmp_path: Path) -
     after = load_file(dpo.folder / "model.safetensors")
     changed = [key for key in before if not torch.equal(before[key], after[key])]
     assert len(changed) > len(before) // 2  # every weight trains, not an adapter
+
+
+def test_a_tied_embedding_base_trains_sft_then_dpo_with_stage_tokens(tmp_path) -> None:
+    """SmolLM2 ties its input and output embeddings: PEFT then wraps the output head too
+    (trainable stage-token rows), which TRL's fused loss must get through, in SFT and DPO."""
+    from charforge.train.dpo import train_dpo
+    from charforge.train.sft import train_sft
+    from charforge.workspace import Workspace
+
+    from tiny_models import build_tiny_chat_model
+
+    tiny = build_tiny_chat_model(tmp_path / "tied", tied=True)
+    ws = Workspace.init(tmp_path / "ws")
+    profile = tmp_path / "b.txt"
+    profile.write_text("# Ludwig van Beethoven\n\nLudwig van Beethoven was a composer.\n")
+    character = ws.import_character(profile, short_name="Beethoven")
+    _write_data(ws.datasets_dir / character.slug)
+    sft = train_sft(ws, "Beethoven", base=str(tiny),
+                    changes={"max_steps": 2, "effective_batch": 4, "precision": "fp32"})
+    assert sft.record.data["stage_tokens"] == 5
+    dpo = train_dpo(ws, "Beethoven", changes={**DPO_CHANGES, "max_steps": 2})
+    assert dpo.trained and dpo.record.metrics["steps"] == 2

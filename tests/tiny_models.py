@@ -50,8 +50,9 @@ def build_tokenizer(folder: Path):
     return tokenizer
 
 
-def build_tiny_chat_model(folder: Path, *, seed: int = 0) -> Path:
-    """Write a tokenizer and a random tiny Llama into `folder`; return it."""
+def build_tiny_chat_model(folder: Path, *, seed: int = 0, tied: bool = False) -> Path:
+    """Write a tokenizer and a random tiny Llama into `folder`; return it. `tied`: input
+    and output embeddings share their weights (as SmolLM2's do)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -69,6 +70,7 @@ def build_tiny_chat_model(folder: Path, *, seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=tied,
     )
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -177,3 +177,12 @@ def _four_bit() -> Any:
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_compute_dtype=torch.bfloat16,
                               bnb_4bit_use_double_quant=True)
+
+
+def expose_head_bias(model: Any) -> None:
+    """PEFT wraps a tied output embedding in a `TrainableTokensWrapper` (stage tokens on a
+    base like SmolLM2) that shows the merged `weight` but no `bias`; TRL's fused loss reads
+    `lm_head.bias` and fails. Such a head has no bias: say so on the wrapper."""
+    head = model.get_output_embeddings()
+    if head is not None and not hasattr(head, "bias"):
+        head.bias = None

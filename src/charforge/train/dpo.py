@@ -45,6 +45,7 @@ from rich.console import Console
 
 from charforge.errors import CharforgeError
 from charforge.llm.turns import prompt_text, render_turns, template_turns
+from charforge.train.base import expose_head_bias
 from charforge.train.data import PairRow, TemplateError, TokenStats, read_jsonl
 from charforge.train.runs import LOG_FILE, RunRecord, finished_runs, now
 from charforge.train.sft import (
@@ -300,6 +301,7 @@ def _fit_dpo(plan: RunPlan, sft_folder: Path, model: Any, ref_model: Any, tokeni
         eval_dataset=_as_dataset(test) if test else None, processing_class=tokenizer,
         callbacks=[progress, RunLog(plan.folder / LOG_FILE), *callbacks])
     trainer_ref.append(trainer)
+    expose_head_bias(trainer.model)
     if ref_model is None:
         _make_reference_the_sft_adapter(trainer.model, sft_folder)
     return run_trainer(trainer, progress, has_eval=bool(test))

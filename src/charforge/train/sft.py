@@ -26,6 +26,7 @@ from charforge.llm.vocab import grow_vocabulary
 from charforge.train.base import (
     Base,
     check_four_bit,
+    expose_head_bias,
     load_model,
     load_tokenizer,
     resolve_base,
@@ -334,6 +335,7 @@ def _fit_sft(plan: RunPlan, tokenizer: Any, train: list[Sample],
         peft_config=lora_config(settings, token_ids) if settings.method == "lora" else None,
         callbacks=[progress, RunLog(plan.folder / LOG_FILE), *callbacks])
     trainer_ref.append(trainer)
+    expose_head_bias(trainer.model)
     return run_trainer(trainer, progress, has_eval=bool(test))
 
 
