@@ -3,7 +3,7 @@
     .venv/bin/python bench/train.py [--samples N] [--steps 2] [--batch 8] [--rounds 2]
                                     [--max-length 2048] [--hidden 256] [--layers 4]
                                     [--vocab 8192] [--precision auto|fp32|bf16]
-                                    [--micro-batch-tokens 1024,2048,4096] [--quick]
+                                    [--micro-batch-tokens default,2048,4096] [--quick]
 
 The same synthetic data (a seed-like length distribution: lognormal around 720 tokens, cut
 at max_length; random token ids; the later part of each sample learned, like a reply), the
@@ -12,7 +12,8 @@ same random Llama built from a config here, the same TRL `SFTTrainer` with charf
 
 1. charforge's: micro-batches concatenated without padding (`padding_free=True`, position
    ids restarting per sample, as `charforge train sft` sets it), once per
-   `--micro-batch-tokens` value; max_length is charforge's default;
+   `--micro-batch-tokens` value; `default` is charforge's default (one sample a
+   micro-batch without flash attention, as here; max_length with it);
 2. the seed's (FastChat): every sample padded to max_length, with an attention mask;
 3. pad-to-longest batches grouped by length (the Trainer's `group_by_length`): each
    micro-batch padded to its longest sample, the samples sorted longest first.
@@ -273,9 +274,9 @@ def main() -> int:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    mbt_values = ([int(v) for v in args.micro_batch_tokens.split(",")]
-                  if args.micro_batch_tokens
-                  else [args.max_length // 2, args.max_length, 2 * args.max_length])
+    mbt_values: list[int | None] = (
+        [None if v == "default" else int(v) for v in args.micro_batch_tokens.split(",")]
+        if args.micro_batch_tokens else [None, args.max_length, 2 * args.max_length])
 
     import torch
     from transformers.utils import logging as hf_logging
@@ -318,13 +319,14 @@ def main() -> int:
           "start", flush=True)
     del model
 
-    default_micro, default_accumulation = batch_shape(settings_for(args), stats, 1)
+    # The baselines batch as a Trainer user would: as many samples as fit max_length.
+    default_micro, default_accumulation = batch_shape(settings_for(args, args.max_length),
+                                                      stats, 1)
     ways = []
     for mbt in mbt_values:
         micro, accumulation = batch_shape(settings_for(args, mbt), stats, 1)
-        tag = " (default)" if mbt == args.max_length else ""
-        ways.append(Way(f"charforge, micro_batch_tokens {mbt}{tag}", micro, accumulation,
-                        True, samples, micro_batch_tokens=mbt))
+        ways.append(Way(f"charforge, micro_batch_tokens {mbt or 'default'}", micro,
+                        accumulation, True, samples, micro_batch_tokens=mbt))
     ways.append(Way(f"seed: padded to {args.max_length}", default_micro, default_accumulation,
                     False, samples, pad_to=args.max_length))
     ways.append(Way("grouped: pad to longest", default_micro, default_accumulation, False,
@@ -356,19 +358,17 @@ def main() -> int:
 
     packed = timings[:len(mbt_values)]
     seed, grouped = timings[-2], timings[-1]
-    default = next((t for t in packed if t.way.micro_batch_tokens == args.max_length),
-                   packed[0])
+    default = next((t for t in packed if t.way.micro_batch_tokens is None), packed[0])
     fastest = max(packed, key=lambda t: t.tokens_per_s)
     print(f"\npadding-only ceiling: {args.max_length} x {stats.samples} / {stats.tokens:,} "
           f"real tokens = {ceiling:.2f}x; computed / real tokens in the timed steps: the "
           f"seed's way {seed.computed / seed.real:.2f}x, grouped "
           f"{grouped.computed / grouped.real:.3f}x, charforge 1.000x")
     print("real tok/s by micro_batch_tokens: "
-          + ", ".join(f"{t.way.micro_batch_tokens} ({t.way.micro} a micro-batch): "
-                      f"{t.tokens_per_s:.1f}" for t in packed)
-          + f"; fastest: {fastest.way.micro_batch_tokens}")
-    chosen = [("charforge, default micro_batch_tokens "
-               f"{default.way.micro_batch_tokens}", default)]
+          + ", ".join(f"{t.way.micro_batch_tokens or 'default'} ({t.way.micro} a "
+                      f"micro-batch): {t.tokens_per_s:.1f}" for t in packed)
+          + f"; fastest: {fastest.way.micro_batch_tokens or 'default'}")
+    chosen = [(f"charforge, default ({default.way.micro} a micro-batch)", default)]
     if fastest is not default:
         chosen.append((f"charforge, fastest micro_batch_tokens "
                        f"{fastest.way.micro_batch_tokens}", fastest))

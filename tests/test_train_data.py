@@ -105,9 +105,10 @@ def test_the_global_batch_is_kept_for_any_number_of_processes():
     settings = get_recipe("character-llm").training  # 64 a step, 2,048-token micro-batches
     stats = TokenStats(samples=100, tokens=72_000)  # 720 tokens a sample
     for world in (1, 2, 8):
-        micro, accumulation = batch_shape(settings, stats, world)
+        assert batch_shape(settings, stats, world, varlen=False) == (1, 64 // world)
+        micro, accumulation = batch_shape(settings, stats, world, varlen=True)
         assert micro == 2 and micro * accumulation * world == 64
-    odd = settings.model_copy(update={"effective_batch": 20})
+    odd = settings.model_copy(update={"effective_batch": 20, "micro_batch_tokens": 2048})
     stats = TokenStats(samples=100, tokens=40_000)  # 400 tokens: 5 fit in 2,048
     assert batch_shape(odd, stats, 1) == (5, 4) and batch_shape(odd, stats, 4) == (5, 1)
     assert batch_shape(odd, stats, 2) == (5, 2)

@@ -144,7 +144,8 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     ws1 = make_workspace(tmp_path / "ws1", profile, rows)
     ws2 = make_workspace(tmp_path / "ws2", profile, rows)
     settings = tmp_path / "settings.yaml"
-    settings.write_text("lora_dropout: 0\n")  # dropout draws differ per process
+    # dropout draws differ per process; two samples side by side in a micro-batch
+    settings.write_text("lora_dropout: 0\nmicro_batch_tokens: 2048\n")
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("CHARFORGE_WORKSPACE", None)

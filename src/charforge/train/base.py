@@ -129,6 +129,16 @@ def load_tokenizer(base: Base) -> Any:
     return tokenizer
 
 
+def varlen_attention() -> bool:
+    """Whether samples packed side by side can be kept apart by variable-length kernels
+    (flash attention on a CUDA GPU) rather than a dense block-diagonal mask."""
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+
+
 def load_model(base: Base, settings: TrainSettings) -> Any:
     """`base`'s weights for training: fp32 (the master copy), or 4-bit with `quantize`.
     Load after the Trainer's arguments exist, so that under `accelerate launch` with
@@ -140,6 +150,8 @@ def load_model(base: Base, settings: TrainSettings) -> Any:
     extra: dict[str, Any] = dict(base.load_options)
     if settings.quantize == "4bit":
         extra["quantization_config"] = _four_bit()
+    if varlen_attention():  # packed samples apart without a dense mask
+        extra["attn_implementation"] = "flash_attention_2"
     dtype, _ = training_dtype(settings)
     try:
         with quiet_progress_bars():

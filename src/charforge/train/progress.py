@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,20 @@ class RunLog(TrainerCallback):
         with self.path.open("a", encoding="utf-8") as file:
             file.write(json.dumps({"step": state.global_step, "time": round(time.time(), 3),
                                    **logs}) + "\n")
+
+
+@contextmanager
+def libraries_quiet() -> Iterator[None]:
+    """transformers' and TRL's warnings off (checkpoint rotation, a padding-free batch of
+    one sample, which is charforge's choice without flash attention), as they were after."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def trim_log(path: Path, step: int) -> None:

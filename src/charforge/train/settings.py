@@ -47,8 +47,8 @@ class TrainSettings(BaseModel):
     effective_batch: int = Field(default=16, ge=1, description="samples per optimizer step, "
                                  "over every process")
     micro_batch_tokens: int | None = Field(
-        default=None, ge=16, description="tokens one process computes at once (samples "
-        "packed without padding); default: max_length")
+        default=None, ge=16, description="tokens one process computes at once (samples side "
+        "by side without padding); default: one sample, or max_length with flash attention")
     packing: bool = Field(default=True, description="samples side by side without padding "
                           "(each sees only itself); off: padded batches")
     lora_r: int = Field(default=16, ge=1, le=1024)
@@ -90,9 +90,6 @@ class TrainSettings(BaseModel):
     def learning_rate(self) -> float:
         return self.lora_learning_rate if self.method == "lora" else self.full_learning_rate
 
-    @property
-    def tokens_per_micro_batch(self) -> int:
-        return self.micro_batch_tokens or self.max_length
 
 
 def resolve_settings(recipe_settings: TrainSettings, config_file: str | Path | None = None,

@@ -31,6 +31,7 @@ from charforge.train.base import (
     load_tokenizer,
     resolve_base,
     training_dtype,
+    varlen_attention,
 )
 from charforge.train.data import (
     ChatRow,
@@ -214,17 +215,27 @@ def sft_samples(plan: RunPlan, tokenizer: Any) -> tuple[list[Sample], list[Sampl
     return train, test, stats, {**mix_info, "eval": eval_stats.summary()}
 
 
-def batch_shape(settings: TrainSettings, stats: TokenStats, world_size: int) -> tuple[int, int]:
+def batch_shape(settings: TrainSettings, stats: TokenStats, world_size: int,
+                varlen: bool | None = None) -> tuple[int, int]:
     """(samples per process per micro-batch, accumulation steps), so that every optimizer
-    step takes exactly `effective_batch` samples over all processes, in micro-batches of
-    at most about `micro_batch_tokens` real tokens: the same steps on 1 GPU or 8."""
+    step takes exactly `effective_batch` samples over all processes: the same steps on 1
+    GPU or 8. Micro-batches hold about `micro_batch_tokens` real tokens; by default one
+    sample each, unless the attention keeps packed samples apart without a dense mask
+    (`varlen`: flash attention on a GPU), then up to `max_length` tokens. Without it,
+    samples side by side cost a block-diagonal mask over the whole micro-batch, and one
+    sample a micro-batch is fastest (bench/train.py)."""
     if settings.effective_batch % world_size:
         raise CharforgeError(f"effective_batch {settings.effective_batch} does not divide "
                              f"among {world_size} processes; choose a multiple of "
                              f"{world_size}")
-    mean = stats.tokens / stats.samples if stats.samples else settings.max_length
+    if varlen is None:
+        varlen = varlen_attention()
     share = settings.effective_batch // world_size
-    fits = max(1, int(settings.tokens_per_micro_batch // max(mean, 1)))
+    budget = settings.micro_batch_tokens or (settings.max_length if varlen else None)
+    if budget is None:
+        return 1, share
+    mean = stats.tokens / stats.samples if stats.samples else settings.max_length
+    fits = max(1, int(budget // max(mean, 1)))
     micro = max(d for d in range(1, share + 1) if share % d == 0 and d <= fits)
     return micro, share // micro
 
@@ -314,7 +325,12 @@ def _fit_sft(plan: RunPlan, tokenizer: Any, train: list[Sample],
              callbacks: Sequence[Any], console: Console | None) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
-    from charforge.train.progress import CharforgeTrainerMixin, RichProgress, RunLog
+    from charforge.train.progress import (
+        CharforgeTrainerMixin,
+        RichProgress,
+        RunLog,
+        libraries_quiet,
+    )
 
     class CharforgeSFTTrainer(CharforgeTrainerMixin, SFTTrainer):
         pass
@@ -329,11 +345,12 @@ def _fit_sft(plan: RunPlan, tokenizer: Any, train: list[Sample],
     grow_vocabulary(model, len(tokenizer))
     trainer_ref: list[Any] = []
     progress = RichProgress(trainer_ref, console, label=f"SFT {plan.character.short_name}")
-    trainer = CharforgeSFTTrainer(
-        model=model, args=args, train_dataset=as_dataset(train),
-        eval_dataset=as_dataset(test) if test else None, processing_class=tokenizer,
-        peft_config=lora_config(settings, token_ids) if settings.method == "lora" else None,
-        callbacks=[progress, RunLog(plan.folder / LOG_FILE), *callbacks])
+    with libraries_quiet():
+        trainer = CharforgeSFTTrainer(
+            model=model, args=args, train_dataset=as_dataset(train),
+            eval_dataset=as_dataset(test) if test else None, processing_class=tokenizer,
+            peft_config=lora_config(settings, token_ids) if settings.method == "lora" else None,
+            callbacks=[progress, RunLog(plan.folder / LOG_FILE), *callbacks])
     trainer_ref.append(trainer)
     expose_head_bias(trainer.model)
     return run_trainer(trainer, progress, has_eval=bool(test))
@@ -352,9 +369,8 @@ def run_trainer(trainer: Any, progress: Any, *, has_eval: bool) -> dict[str, Any
     import time
 
     from transformers.trainer_utils import get_last_checkpoint
-    from transformers.utils import logging as hf_logging
 
-    from charforge.train.progress import trim_log
+    from charforge.train.progress import libraries_quiet, trim_log
 
     quiet_trainer(trainer)
     checkpoints = Path(trainer.args.output_dir)
@@ -365,13 +381,11 @@ def run_trainer(trainer: Any, progress: Any, *, has_eval: bool) -> dict[str, Any
     if has_eval and last is None:
         metrics["eval_loss_before"] = round(trainer.evaluate()["eval_loss"], 6)
     began = time.perf_counter()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # warnings about checkpoint rotation and the like
     try:
-        output = trainer.train(resume_from_checkpoint=last)
+        with libraries_quiet():
+            output = trainer.train(resume_from_checkpoint=last)
     finally:
         progress.stop()
-        hf_logging.set_verbosity(verbosity)
     elapsed = time.perf_counter() - began
     metrics.update(train_loss=round(output.training_loss, 6), steps=trainer.state.global_step,
                    resumed_from=Path(last).name if last else None,
