@@ -39,9 +39,9 @@ def _gathered(weights: list[Any]) -> Any:
         return nullcontext()
     if not is_deepspeed_zero3_enabled():
         return nullcontext()
-    import deepspeed
+    from accelerate.utils import GatheredParameters  # DeepSpeed's, through accelerate
 
-    return deepspeed.zero.GatheredParameters(weights, modifier_rank=0)
+    return GatheredParameters(weights, modifier_rank=0)
 
 
 def add_tokens(tokenizer: Any, tokens: list[str]) -> list[int]:
