@@ -305,6 +305,7 @@ def test_ask_answers_through_the_trained_adapter_by_name(tmp_path, tiny_model_di
                   "--precision", "fp32", cwd=ws.root)
     assert trained.returncode == 0, trained.stderr
     assert "trained beethoven/sft-" in trained.stdout
+    assert "Warning" not in trained.stderr and "[RANK" not in trained.stderr  # ours only
     [folder] = (ws.root / "models" / "beethoven").iterdir()
     card = (folder / "README.md").read_text()
     assert "base_model: " in card and "recipe" in card and "Losses" in card

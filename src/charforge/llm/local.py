@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -252,7 +253,9 @@ class LocalChatModel(ChatModelBase):
 
         adapter = str(Path(self.config.adapter or "").expanduser())
         try:
-            return PeftModel.from_pretrained(model, adapter)
+            with warnings.catch_warnings():  # deprecations inside PEFT and transformers
+                warnings.simplefilter("ignore", FutureWarning)
+                return PeftModel.from_pretrained(model, adapter)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(

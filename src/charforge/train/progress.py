@@ -9,7 +9,9 @@ is not finite (the Trainer's own logs filter those out).
 from __future__ import annotations
 
 import json
+import logging
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,16 +77,23 @@ class RunLog(TrainerCallback):
 
 @contextmanager
 def libraries_quiet() -> Iterator[None]:
-    """transformers' and TRL's warnings off (checkpoint rotation, a padding-free batch of
-    one sample, which is charforge's choice without flash attention), as they were after."""
+    """transformers', TRL's and PEFT's warnings off (checkpoint rotation, a padding-free
+    batch of one sample, which is charforge's choice without flash attention, their own
+    deprecations), as they were after."""
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
+    trl_logger = logging.getLogger("trl")
+    trl_level = trl_logger.level
     hf_logging.set_verbosity_error()
+    trl_logger.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        trl_logger.setLevel(trl_level)
 
 
 def trim_log(path: Path, step: int) -> None:
