@@ -335,6 +335,7 @@ def test_bad_input_is_one_line(tmp_path, tiny_model_dir):
     cases = [
         (["--base", "no-such/model"], ["not found", "no-such/model", "Hugging Face cache",
                                        "charforge.yaml"]),
+        (["--base", "./no/such/folder"], ["not found", "no/such/folder"]),
         (["--lora", "--full"], ["--lora and --full"]),
         (["--base", str(tiny_model_dir), "--recipe", "nope"], ["unknown recipe"]),
     ]

@@ -70,7 +70,10 @@ def resolve_base(workspace: Workspace | None, name: str | None) -> Base:
                     identity=local_identity(local), entry_options={"path": str(path.resolve())})
     from huggingface_hub import constants, try_to_load_from_cache
 
-    hit = try_to_load_from_cache(name, "config.json")
+    try:
+        hit = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a hub id at all (./folder, a/b/c, ...)
+        hit = None
     if isinstance(hit, str):
         local = LocalConfig(path=name)
         return Base(name=name, source=name, load_options={"local_files_only": True},
