@@ -23,7 +23,7 @@ from charforge.llm.registry import check_models, load_chat_model
 from charforge.llm.turns import prompt_text, without_thoughts
 from charforge.train.data import IGNORE, TemplateError, chat_samples, conversation_pieces
 from charforge.train.merge import merge_run
-from charforge.train.progress import NonFiniteLoss
+from charforge.train.progress import NonFiniteLoss, TrainingInterrupted
 from charforge.train.sft import train_sft
 
 from conftest import CLI, assert_one_line_error, run
@@ -296,6 +296,30 @@ def test_a_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path,
     [folder] = (ws.root / "models" / "beethoven").iterdir()
     assert (folder / "checkpoints" / "checkpoint-2").is_dir()
     assert not (folder / "run.json").exists()
+
+
+class _CtrlCAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_where_the_next_run_resumes(tmp_path, tiny_model_dir):
+    ws = workspace_with_data(tmp_path, scene_rows(8))
+    changes = {**FAST, "max_steps": 10, "save_steps": 2}
+    with pytest.raises(TrainingInterrupted) as caught:
+        train_sft(ws, "Beethoven", base=str(tiny_model_dir), changes=changes,
+                  callbacks=[_CtrlCAt(3)])
+    assert caught.value.exit_code == 130 and "\n" not in str(caught.value)
+    assert "interrupted at step 3" in str(caught.value) and "checkpoint-2" in str(caught.value)
+    resumed = train_sft(ws, "Beethoven", base=str(tiny_model_dir), changes=changes)
+    assert resumed.record.metrics["resumed_from"] == "checkpoint-2"
+    log = [json.loads(line) for line in (resumed.folder / "training_log.jsonl").open()]
+    steps = [entry["step"] for entry in log if "loss" in entry]
+    assert steps == sorted(set(steps)) == list(range(1, 11))  # no step logged twice
 
 
 # -- the agent by name; bad input --------------------------------------------------------

@@ -110,15 +110,16 @@ def _learning_rate(changes: dict[str, Any], recipe: str | None,
 
 
 class _interrupt_hint:
-    """Ctrl-C while training: say how to go on (the last checkpoint is kept)."""
+    """Ctrl-C before training began (the trainer itself reports an interrupted run: see
+    charforge.train.progress.TrainingInterrupted)."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: Any, value: Any, traceback: Any) -> bool:
-        if kind is KeyboardInterrupt:
-            err.print("interrupted: the last checkpoint is kept; run the same command to "
-                      "resume from it", markup=False)
+        if kind is KeyboardInterrupt:  # before training began (loading, tokenising)
+            err.print("interrupted before training began: nothing to resume; the same "
+                      "command starts again", markup=False)
             raise typer.Exit(130)
         return False
 

@@ -28,6 +28,23 @@ class NonFiniteLoss(CharforgeError):
     """The loss became nan or inf: the run stops, its last checkpoint kept."""
 
 
+class TrainingInterrupted(CharforgeError):
+    """Ctrl-C while training: what the next run resumes from, in one line."""
+
+    exit_code = 130
+
+
+def interrupted_words(folder: str, step: int) -> str:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(folder) if Path(folder).is_dir() else None
+    if last is None:
+        return (f"interrupted at step {step}, before the first checkpoint: the same command "
+                "starts the run again")
+    return (f"interrupted at step {step}: the same command resumes from "
+            f"{Path(last).name} ({last})")
+
+
 class CharforgeTrainerMixin:
     """Real tokens counted, non-finite losses stopped (on every process at once)."""
 

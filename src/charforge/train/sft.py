@@ -370,7 +370,12 @@ def run_trainer(trainer: Any, progress: Any, *, has_eval: bool) -> dict[str, Any
 
     from transformers.trainer_utils import get_last_checkpoint
 
-    from charforge.train.progress import libraries_quiet, trim_log
+    from charforge.train.progress import (
+        TrainingInterrupted,
+        interrupted_words,
+        libraries_quiet,
+        trim_log,
+    )
 
     quiet_trainer(trainer)
     checkpoints = Path(trainer.args.output_dir)
@@ -384,6 +389,9 @@ def run_trainer(trainer: Any, progress: Any, *, has_eval: bool) -> dict[str, Any
     try:
         with libraries_quiet():
             output = trainer.train(resume_from_checkpoint=last)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(interrupted_words(trainer.args.output_dir,
+                                                    trainer.state.global_step)) from None
     finally:
         progress.stop()
     elapsed = time.perf_counter() - began
