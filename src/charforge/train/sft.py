@@ -158,12 +158,14 @@ def uses_stage_tokens(rows: Sequence[dict[str, Any]]) -> bool:
     return False
 
 
-def sft_samples(plan: RunPlan, tokenizer: Any) -> tuple[list[Sample], list[Sample], TokenStats,
-                                                        dict[str, Any]]:
+def sft_samples(plan: RunPlan, tokenizer: Any,
+                chat_rows: list[dict[str, Any]] | None = None,
+                ) -> tuple[list[Sample], list[Sample], TokenStats, dict[str, Any]]:
     """Train and eval samples of the plan's data (repeated, mixed, cut to max_length),
     the train statistics and what was mixed in."""
     settings, character = plan.settings, plan.character
-    rows = read_jsonl(plan.data_files[0], shape=ChatRow)
+    rows = chat_rows if chat_rows is not None else read_jsonl(plan.data_files[0],
+                                                              shape=ChatRow)
     splits = {row.get("task_id"): row.get("split", "train") for row in rows}
     if settings.format == "prompted":
         rows = read_jsonl(plan.data_files[-1], shape=PromptedRow)
@@ -303,11 +305,12 @@ def train_sft(workspace: Any, character_name: str, *, base: str | None = None,
     started = now()
     tokenizer = load_tokenizer(plan.base)
     token_ids: list[int] = []
-    if uses_stage_tokens(read_jsonl(plan.data_files[0], shape=ChatRow)):
+    chat_rows = read_jsonl(plan.data_files[0], shape=ChatRow)  # read once
+    if uses_stage_tokens(chat_rows):
         from charforge.llm.vocab import add_tokens
 
         token_ids = add_tokens(tokenizer, list(STAGE_TOKENS))  # before tokenising the data
-    train, test, stats, mix = sft_samples(plan, tokenizer)
+    train, test, stats, mix = sft_samples(plan, tokenizer, chat_rows)
     micro, accumulation = batch_shape(plan.settings, stats, world_size())
     result = _fit_sft(plan, tokenizer, train, test, token_ids, micro, accumulation,
                       callbacks, console)
