@@ -25,10 +25,19 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The web page's browser test drives Debian's Chromium through Playwright (Playwright's
+# own browser download is not used). Installed once, quietly, when missing; `demo` does
+# not need it. Needs root (or run the apt-get line yourself).
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 demo: $(STAMP)
 	$(BIN)/charforge demo --workspace demo-workspace
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
