@@ -130,7 +130,7 @@ def test_training_and_serving_render_the_same_conversation(tiny_model_dir, token
                             content=without_thoughts(m["content"])
                             if m["role"] == "assistant" else m["content"])
                 for m in SCENE[:reply]]
-        served = model._prompt_ids(sent)[0].tolist()
+        served = model.prompt_ids(sent)
         assert served == sample.input_ids[:start]
         assert tokenizer.decode(sample.input_ids[:start]) == prompt_text(tokenizer, sent)
 

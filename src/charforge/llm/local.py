@@ -2,18 +2,18 @@
 
 Loads a local folder, a hub id already in the local Hugging Face cache, or a
 GGUF file; by default the embedded SmolLM2-135M-Instruct (no network). The
-model's own chat template builds the prompt. Generation runs in a worker
-thread, one request at a time, so the event loop stays free.
+model's own chat template builds the prompt. Generation runs in the batched engine's
+thread (`charforge.llm.engine`): concurrent requests are decoded together, and the
+event loop stays free.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +30,14 @@ from charforge.llm.base import (
     Sampling,
     Usage,
     as_messages,
+)
+from charforge.llm.engine import (
+    BASE_ADAPTER,
+    BatchEngine,
+    Delta,
+    EngineRequest,
+    Event,
+    Failed,
 )
 from charforge.llm.grammar import (
     HINTS_KEY,
@@ -63,6 +71,10 @@ class LocalConfig(BaseModel):
     )
     adapter: str | None = Field(
         default=None, description="a PEFT (LoRA) adapter folder applied on top of the model"
+    )
+    max_batch: int = Field(
+        default=16, ge=1, le=1024,
+        description="requests decoded together by the batched engine (rows of one step)",
     )
     json_strings: StringPolicy = Field(
         default="prose",
@@ -156,27 +168,36 @@ def local_identity(config: LocalConfig) -> dict[str, Any]:
     return identity
 
 
-class GenerationStopped(Exception):
-    """Raised inside the model's forward pass when the caller gave up on the answer."""
+DEFAULT_ADAPTER = "default"  # the name of `LocalConfig.adapter` inside the model
 
 
 class LocalChatModel(ChatModelBase):
+    """A transformers model in this process, answering through the batched engine
+    (`charforge.llm.engine`): concurrent chats are decoded together. Besides the
+    config's `adapter`, more LoRA adapters can be loaded on the same base
+    (`adapters={name: folder}`) and picked per request (`adapter=`), so many
+    characters share one base model in memory."""
+
     supports_json_schema = True
 
-    def __init__(self, config: LocalConfig | None = None, *, name: str = "local") -> None:
+    def __init__(self, config: LocalConfig | None = None, *, name: str = "local",
+                 adapters: Mapping[str, str | Path] | None = None) -> None:
         self.config = config or LocalConfig()
         self.name = name
         self.stats = ModelStats()
+        self._extra_adapters = {key: Path(folder).expanduser()
+                                for key, folder in dict(adapters or {}).items()}
+        if DEFAULT_ADAPTER in self._extra_adapters or BASE_ADAPTER in self._extra_adapters:
+            raise ConfigError(f"model {name!r}: adapter names {DEFAULT_ADAPTER!r} and "
+                              f"{BASE_ADAPTER!r} are reserved")
         self._model: Any = None
         self._tokenizer: Any = None
+        self._tokenizers: dict[str, Any] = {}
+        self._engine: BatchEngine | None = None
         self._device = "cpu"
         self._load_lock = threading.Lock()
-        self._generate_lock = threading.Lock()
         self._identity: dict[str, Any] | None = None
         self._grammars: GrammarCompiler | None = None
-        # The stop flag of the generation running now (one at a time), checked before
-        # every module of the decoder layers: a cancelled request ends within one, prefill too.
-        self._stop: threading.Event | None = None
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any]) -> LocalChatModel:
@@ -192,8 +213,14 @@ class LocalChatModel(ChatModelBase):
         return self._identity
 
     # -- loading -----------------------------------------------------------------
+    def adapter_folders(self) -> dict[str, Path]:
+        """Every adapter this model loads, by name (the config's is `default`)."""
+        folders = {DEFAULT_ADAPTER: Path(self.config.adapter).expanduser()} \
+            if self.config.adapter else {}
+        return {**folders, **self._extra_adapters}
+
     def load(self) -> None:
-        """Load weights and tokenizer (idempotent; chat() calls it lazily)."""
+        """Load weights, tokenizers and adapters (idempotent; chat() calls it lazily)."""
         with self._load_lock:
             if self._model is not None:
                 return
@@ -205,12 +232,14 @@ class LocalChatModel(ChatModelBase):
             source, extra = _resolve_source(self.config)
             self._device = _pick_device(self.config.device)
             dtype = _pick_dtype(self.config.dtype, self._device)
+            folders = self.adapter_folders()
             try:
                 with quiet_progress_bars():
+                    base_tokenizer = AutoTokenizer.from_pretrained(source, **extra)
                     # A trained agent's tokenizer (stage tokens added) lives beside its adapter.
-                    tokenizer = (AutoTokenizer.from_pretrained(self._adapter_tokenizer())
-                                 if self._adapter_tokenizer()
-                                 else AutoTokenizer.from_pretrained(source, **extra))
+                    tokenizers = {name: AutoTokenizer.from_pretrained(str(folder))
+                                  for name, folder in folders.items()
+                                  if (folder / "tokenizer_config.json").is_file()}
                     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
             except OSError as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -218,19 +247,21 @@ class LocalChatModel(ChatModelBase):
                     f"model {self.name!r}: cannot load {source!r} (only local folders, GGUF "
                     f"files and models already in the Hugging Face cache work): {first}"
                 ) from None
-            if tokenizer.chat_template is None:
+            if base_tokenizer.chat_template is None:
                 raise ConfigError(f"model {self.name!r}: {source} has no chat template")
-            if self.config.adapter:
-                grow_vocabulary(model, len(tokenizer))  # as it was trained: charforge.train
-                model = self._with_adapter(model)
+            if folders:
+                # As they were trained (charforge.train): the base grown to the largest
+                # tokenizer; each adapter's own rows for the tokens it added.
+                grow_vocabulary(model, max(len(t) for t in [base_tokenizer,
+                                                            *tokenizers.values()]))
+                model = self._with_adapters(model, folders)
             model.to(self._device).eval()
-            _hook_layers(model, self._check_stop)
-            self._tokenizer, self._model = tokenizer, model
-
-    def _check_stop(self, _module: Any, _args: Any) -> None:
-        stop = self._stop
-        if stop is not None and stop.is_set():
-            raise GenerationStopped
+            self._tokenizers = {name: tokenizers.get(name, base_tokenizer) for name in folders}
+            self._tokenizers[BASE_ADAPTER] = base_tokenizer
+            self._tokenizer = self._tokenizers.get(DEFAULT_ADAPTER, base_tokenizer)
+            self._engine = BatchEngine(model, device=self._device,
+                                       max_batch=self.config.max_batch, name=self.name)
+            self._model = model
 
     def grammars(self) -> GrammarCompiler:
         """The compiled-grammar cache for this model's tokenizer (built on first use)."""
@@ -241,26 +272,24 @@ class LocalChatModel(ChatModelBase):
                 self._grammars = GrammarCompiler(tokenizer, vocab)
             return self._grammars
 
-    def _adapter_tokenizer(self) -> str | None:
-        """The adapter's own tokenizer folder, when it has one."""
-        if not self.config.adapter:
-            return None
-        folder = Path(self.config.adapter).expanduser()
-        return str(folder) if (folder / "tokenizer_config.json").is_file() else None
-
-    def _with_adapter(self, model: Any) -> Any:
+    def _with_adapters(self, model: Any, folders: Mapping[str, Path]) -> Any:
         from peft import PeftModel
 
-        adapter = str(Path(self.config.adapter or "").expanduser())
-        try:
-            with warnings.catch_warnings():  # deprecations inside PEFT and transformers
-                warnings.simplefilter("ignore", FutureWarning)
-                return PeftModel.from_pretrained(model, adapter)
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(
-                f"model {self.name!r}: cannot load adapter {adapter!r}: {first}"
-            ) from None
+        for name, folder in folders.items():
+            try:
+                with warnings.catch_warnings():  # deprecations inside PEFT and transformers
+                    warnings.simplefilter("ignore", FutureWarning)
+                    if isinstance(model, PeftModel):
+                        model.load_adapter(str(folder), adapter_name=name)
+                    else:
+                        model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+            except (OSError, ValueError) as exc:
+                first = (str(exc).strip().splitlines()[0] if str(exc).strip()
+                         else type(exc).__name__)
+                raise ConfigError(
+                    f"model {self.name!r}: cannot load adapter {str(folder)!r}: {first}"
+                ) from None
+        return model
 
     @property
     def tokenizer(self) -> Any:
@@ -272,6 +301,31 @@ class LocalChatModel(ChatModelBase):
         self.load()
         return self._model
 
+    @property
+    def engine(self) -> BatchEngine:
+        self.load()
+        assert self._engine is not None
+        return self._engine
+
+    def tokenizer_for(self, adapter: str | None = None) -> Any:
+        """The tokenizer of requests to `adapter` (None: the config's adapter, or the base)."""
+        self.load()
+        key = self._adapter_key(adapter)
+        return self._tokenizers[key]
+
+    def context_length(self) -> int | None:
+        """The most tokens (prompt and reply) the model was built for, when it says."""
+        config = getattr(self.model, "config", None)
+        return getattr(config, "max_position_embeddings", None)
+
+    def _adapter_key(self, adapter: str | None) -> str:
+        if adapter is None:
+            return DEFAULT_ADAPTER if self.config.adapter else BASE_ADAPTER
+        if adapter not in self._tokenizers:
+            known = ", ".join(sorted(self._tokenizers)) or "none"
+            raise ConfigError(f"model {self.name!r}: no adapter {adapter!r} (loaded: {known})")
+        return adapter
+
     # -- the ChatModel protocol ----------------------------------------------------
     async def chat(
         self,
@@ -279,32 +333,102 @@ class LocalChatModel(ChatModelBase):
         sampling: Sampling | None = None,
         *,
         response_format: Mapping[str, Any] | None = None,
+        adapter: str | None = None,
     ) -> Completion:
+        completion: Completion | None = None
+        async for piece in self.stream(messages, sampling, response_format=response_format,
+                                       adapter=adapter):
+            if isinstance(piece, Completion):
+                completion = piece
+        assert completion is not None
+        return completion
+
+    async def stream(
+        self,
+        messages: MessagesLike,
+        sampling: Sampling | None = None,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        adapter: str | None = None,
+    ) -> AsyncIterator[str | Completion]:
+        """The answer as it is written: pieces of text, then the whole `Completion`.
+        Leaving the loop early (or cancelling) takes the request out of the batch."""
         schema = self._grammar_schema(response_format) if response_format else None
         chat = as_messages(messages)
         sampling = sampling or Sampling()
         started = time.perf_counter()
-        stop = threading.Event()
+        await _off_the_loop(f"charforge-{self.name}-load", self.load)
+        key = self._adapter_key(adapter)
+        grammar = None
+        if schema is not None:
+            # Seconds of native code no stop flag reaches: in a thread of its own.
+            grammar = await _off_the_loop(f"charforge-{self.name}-grammar",
+                                          lambda: self.grammars().compile(schema))
+        request = self.engine_request(chat, sampling, adapter=key, grammar=grammar)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+
+        def sink(event: Event) -> None:
+            with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        job = self.engine.submit(request, sink)
+        ended = False
         try:
-            text, finish, usage = await _in_daemon_thread(
-                f"charforge-{self.name}", stop, self._generate, chat, sampling, schema, stop)
-        except asyncio.CancelledError:
-            stop.set()  # the worker thread ends within one module of the model
-            raise
+            while True:
+                event = await events.get()
+                if isinstance(event, Delta):
+                    yield event.text
+                    continue
+                ended = True
+                if isinstance(event, Failed):
+                    raise event.error
+                if event.reason == "cancelled":
+                    raise ConfigError(f"model {self.name!r}: the engine was closed")
+                break
+        finally:
+            if not ended:
+                job.cancel()
         completion = Completion(
-            text=text,
-            finish_reason=finish,
-            usage=usage,
-            model=self.name,
-            latency_s=time.perf_counter() - started,
-        )
+            text=event.text.strip(), finish_reason=event.reason,
+            usage=Usage(prompt_tokens=event.prompt_tokens,
+                        completion_tokens=event.completion_tokens),
+            model=self.name, latency_s=time.perf_counter() - started)
         self.stats.record(completion)
-        return completion
+        yield completion
+
+    def engine_request(self, chat: list[ChatMessage], sampling: Sampling, *,
+                       adapter: str | None = None, grammar: Any = None) -> EngineRequest:
+        """The engine's request for `chat`: the prompt rendered as in training."""
+        key = self._adapter_key(adapter)
+        tokenizer = self._tokenizers[key]
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        return EngineRequest(
+            prompt_ids=self.prompt_ids(chat, adapter=key), tokenizer=tokenizer,
+            adapter=None if key == BASE_ADAPTER else key,
+            temperature=sampling.temperature, top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens, seed=sampling.seed, stop=tuple(sampling.stop),
+            eos_ids=eos_ids, repetition_penalty=self.config.repetition_penalty,
+            grammar=grammar)
+
+    def prompt_ids(self, chat: MessagesLike, *, adapter: str | None = None) -> list[int]:
+        """The token ids the model continues to answer `chat`: the one rendering of a
+        conversation, shared with training (names in the text, earlier thoughts
+        dropped, roles alternating; see charforge.llm.turns)."""
+        tokenizer = self.tokenizer_for(adapter)
+        text = prompt_text(tokenizer, as_messages(chat))
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     async def check(self) -> str:
         await asyncio.to_thread(self.load)
         params = sum(p.numel() for p in self._model.parameters())
         return f"loaded: {params / 1e6:.0f}M parameters on {self._device}"
+
+    async def aclose(self) -> None:
+        return None
 
     def _grammar_schema(self, response_format: Mapping[str, Any]) -> dict[str, Any] | None:
         try:
@@ -316,73 +440,6 @@ class LocalChatModel(ChatModelBase):
         hints = response_format.get(HINTS_KEY) or {}
         return constrain_strings(schema, hints.get("words"), items=hints.get("items"),
                                 leads=hints.get("leads"))
-
-    # -- generation (worker thread) -------------------------------------------------
-    def _prompt_ids(self, chat: list[ChatMessage]) -> Any:
-        # The one rendering of a conversation, shared with training (names in the text,
-        # earlier thoughts dropped, roles alternating): see charforge.llm.turns.
-        text = prompt_text(self.tokenizer, chat)
-        encoded = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
-        return encoded["input_ids"].to(self._device)
-
-    def _generate(self, chat: list[ChatMessage], sampling: Sampling,
-                  schema: dict[str, Any] | None = None,
-                  stop_flag: threading.Event | None = None) -> tuple[str, str, Usage]:
-        import torch
-        from transformers import GenerationConfig
-
-        tokenizer, model = self.tokenizer, self.model
-        temperature, top_p, max_tokens = sampling.temperature, sampling.top_p, sampling.max_tokens
-        stop, seed = list(sampling.stop), sampling.seed
-        input_ids = self._prompt_ids(chat)
-        eos = model.generation_config.eos_token_id
-        if eos is None:
-            eos = tokenizer.eos_token_id
-        sampling = temperature > 0
-        config = GenerationConfig(
-            max_new_tokens=max_tokens,
-            do_sample=sampling,
-            temperature=temperature if sampling else None,
-            top_p=top_p if sampling else None,
-            top_k=None,
-            eos_token_id=eos,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
-            stop_strings=stop or None,
-            repetition_penalty=self.config.repetition_penalty,
-        )
-        with self._generate_lock, torch.inference_mode():
-            self._stop = stop_flag or threading.Event()
-            try:
-                if self._stop.is_set():
-                    raise GenerationStopped
-                # Compiled here, one request at a time (a queued copy of the same schema then
-                # finds it cached): seconds of native code no stop flag reaches.
-                processors = ([self.grammars().logits_processor(schema)]
-                              if schema is not None else None)
-                if self._stop.is_set():
-                    raise GenerationStopped
-                if seed is not None:
-                    torch.manual_seed(seed)
-                output = model.generate(
-                    input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    generation_config=config,
-                    tokenizer=tokenizer if stop else None,
-                    logits_processor=processors,
-                )
-            finally:
-                self._stop = None
-        new_ids = output[0, input_ids.shape[1] :].tolist()
-        text = tokenizer.decode(new_ids, skip_special_tokens=True)
-        finish = "length" if len(new_ids) >= max_tokens else "stop"
-        for marker in stop:
-            cut = text.find(marker)
-            if cut != -1:
-                text, finish = text[:cut], "stop"
-        if new_ids and _ends_with_eos(new_ids[-1], eos):
-            finish = "stop"
-        usage = Usage(prompt_tokens=int(input_ids.shape[1]), completion_tokens=len(new_ids))
-        return text.strip(), finish, usage
 
 
 @contextmanager
@@ -399,20 +456,12 @@ def quiet_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-# Generation threads still running, with their stop flags (see _in_daemon_thread).
-_WORKERS: dict[threading.Thread, threading.Event] = {}
-_WORKERS_LOCK = threading.Lock()
+async def _off_the_loop(name: str, function: Any) -> Any:
+    """`function()` in a daemon thread of its own, awaited.
 
-
-def _in_daemon_thread(name: str, stop: threading.Event, function: Any,
-                      *args: Any) -> asyncio.Future[Any]:
-    """`function(*args)` in a daemon thread of its own, as a future of this loop.
-
-    Not the loop's executor: `asyncio.run` waits for its threads, and a step the stop
-    flag cannot reach (a grammar compile in native code, seconds long) would hold up an
-    interrupted run that long. The thread is left to end on its own: `stop` ends its
-    generation within one module of the model; an interpreter that exits waits for it
-    (`_join_workers`), unless it leaves at once like the CLI on Ctrl-C."""
+    Not the loop's executor: `asyncio.run` waits for its threads, and a step nothing can
+    interrupt (loading weights, a grammar compile in native code, seconds long) would
+    hold up an interrupted run that long. An abandoned thread ends on its own."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
@@ -426,50 +475,11 @@ def _in_daemon_thread(name: str, stop: threading.Event, function: Any,
 
     def work() -> None:
         try:
-            result, error = function(*args), None
+            result, error = function(), None
         except BaseException as exc:
             result, error = None, exc
-        finally:
-            with _WORKERS_LOCK:
-                _WORKERS.pop(threading.current_thread(), None)
         with suppress(RuntimeError):  # the loop is closed: its caller left long ago
             loop.call_soon_threadsafe(deliver, result, error)
 
-    thread = threading.Thread(target=work, name=name, daemon=True)
-    with _WORKERS_LOCK:
-        _WORKERS[thread] = stop
-    thread.start()
-    return future
-
-
-@atexit.register
-def _join_workers() -> None:
-    """At exit, stop the generations still running and wait for them: torch or xgrammar
-    torn down under a running thread aborts the process."""
-    with _WORKERS_LOCK:
-        workers = list(_WORKERS.items())
-    for _, stop in workers:
-        stop.set()
-    for thread, _ in workers:
-        thread.join()
-
-
-def _hook_layers(model: Any, hook: Any) -> None:
-    """Call `hook` before every block of the model's largest layer list (its decoder
-    layers) and every module inside them: the places a long prefill can be
-    interrupted. Per module, not per layer: on a busy CPU one layer of a 1.5k-token
-    prefill took up to 2.8 s, one module at most 0.2 s (~400 checks a token, noise)."""
-    import torch
-
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-    if not lists:
-        return
-    for layer in max(lists, key=len):
-        for module in layer.modules():
-            module.register_forward_pre_hook(hook)
-
-
-def _ends_with_eos(token: int, eos: int | list[int] | None) -> bool:
-    if eos is None:
-        return False
-    return token in eos if isinstance(eos, list) else token == eos
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return await future
