@@ -179,6 +179,7 @@ class LocalChatModel(ChatModelBase):
     characters share one base model in memory."""
 
     supports_json_schema = True
+    require_chat_template = True  # False: a model asked in a prompted format (stream_ids)
 
     def __init__(self, config: LocalConfig | None = None, *, name: str = "local",
                  adapters: Mapping[str, str | Path] | None = None) -> None:
@@ -247,7 +248,7 @@ class LocalChatModel(ChatModelBase):
                     f"model {self.name!r}: cannot load {source!r} (only local folders, GGUF "
                     f"files and models already in the Hugging Face cache work): {first}"
                 ) from None
-            if base_tokenizer.chat_template is None:
+            if base_tokenizer.chat_template is None and self.require_chat_template:
                 raise ConfigError(f"model {self.name!r}: {source} has no chat template")
             if folders:
                 # As they were trained (charforge.train): the base grown to the largest
@@ -365,6 +366,22 @@ class LocalChatModel(ChatModelBase):
             grammar = await _off_the_loop(f"charforge-{self.name}-grammar",
                                           lambda: self.grammars().compile(schema))
         request = self.engine_request(chat, sampling, adapter=key, grammar=grammar)
+        async for piece in self._run(request, started):
+            yield piece
+
+    async def stream_ids(self, prompt_ids: list[int], sampling: Sampling, *,
+                         adapter: str | None = None) -> AsyncIterator[str | Completion]:
+        """Like `stream`, for a prompt already tokenised (a prompted format, no chat
+        template)."""
+        started = time.perf_counter()
+        await _off_the_loop(f"charforge-{self.name}-load", self.load)
+        key = self._adapter_key(adapter)
+        request = self.engine_request([], sampling, adapter=key, prompt_ids=prompt_ids)
+        async for piece in self._run(request, started):
+            yield piece
+
+    async def _run(self, request: EngineRequest,
+                   started: float) -> AsyncIterator[str | Completion]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -398,8 +415,10 @@ class LocalChatModel(ChatModelBase):
         yield completion
 
     def engine_request(self, chat: list[ChatMessage], sampling: Sampling, *,
-                       adapter: str | None = None, grammar: Any = None) -> EngineRequest:
-        """The engine's request for `chat`: the prompt rendered as in training."""
+                       adapter: str | None = None, grammar: Any = None,
+                       prompt_ids: list[int] | None = None) -> EngineRequest:
+        """The engine's request for `chat` (the prompt rendered as in training), or for
+        `prompt_ids` as they are."""
         key = self._adapter_key(adapter)
         tokenizer = self._tokenizers[key]
         eos = self.model.generation_config.eos_token_id
@@ -407,7 +426,8 @@ class LocalChatModel(ChatModelBase):
             eos = tokenizer.eos_token_id
         eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         return EngineRequest(
-            prompt_ids=self.prompt_ids(chat, adapter=key), tokenizer=tokenizer,
+            prompt_ids=prompt_ids if prompt_ids is not None else self.prompt_ids(chat, adapter=key),
+            tokenizer=tokenizer,
             adapter=None if key == BASE_ADAPTER else key,
             temperature=sampling.temperature, top_p=sampling.top_p,
             max_tokens=sampling.max_tokens, seed=sampling.seed, stop=tuple(sampling.stop),
