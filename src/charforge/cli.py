@@ -25,6 +25,7 @@ from rich.table import Table
 # typer (0.29 and later) ships its own copy of click; its usage errors are these.
 from typer._click import exceptions as usage_errors
 
+from charforge.cli_checkpoint import checkpoint_app
 from charforge.cli_common import (
     CharacterArg,
     WorkspaceOption,
@@ -34,6 +35,8 @@ from charforge.cli_common import (
     report_run,
 )
 from charforge.cli_data import dataset_build, review
+from charforge.cli_export import export_app
+from charforge.cli_serve import chat, serve
 from charforge.cli_train import train_app
 from charforge.errors import CharforgeError
 from charforge.roleplay import ASK_SAMPLING  # the `ask` defaults, shared with the demo
@@ -442,6 +445,12 @@ def demo(
 
     run_demo(workspace, questions=questions, max_tokens=max_tokens, generation=generation,
              console=out)
+
+
+app.command()(serve)
+app.command()(chat)
+app.add_typer(export_app, name="export")
+app.add_typer(checkpoint_app, name="checkpoint")
 
 
 def main() -> None:
