@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -230,36 +228,6 @@ def test_a_template_that_is_not_plain_chatml_is_left_out_with_a_comment(tiny_mod
     text = ollama_modelfile(agent, template=None, template_note=why, stops=["<|im_end|>"])
     assert "TEMPLATE" not in [line.split(" ")[0] for line in text.splitlines()]
     assert f"# TEMPLATE omitted: {why}" in text
-
-
-@pytest.mark.skipif(shutil.which("go") is None, reason="needs Go's text/template")
-def test_the_ollama_template_renders_chatml_in_go(tmp_path, tiny_model_dir):
-    """Ollama renders TEMPLATE with Go's text/template over .Messages (the SYSTEM line
-    among them): the text must equal the model's own chat template's."""
-    program = tmp_path / "main.go"
-    program.write_text('package main\nimport ("encoding/json"; "os"; "text/template")\n'
-                       'type M struct { Role string; Content string }\n'
-                       'func main() { var ms []M; json.Unmarshal([]byte(os.Args[2]), &ms)\n'
-                       'template.Must(template.New("t").Parse(os.Args[1])).Execute(os.Stdout,'
-                       ' map[string]any{"Messages": ms}) }\n')
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    conversation = [{"role": "system", "content": "You are Beethoven."},
-                    {"role": "user", "content": "Hello?"},
-                    {"role": "assistant", "content": "Who knocks?"},
-                    {"role": "user", "content": "Lily."}]
-    env = {"HOME": str(tmp_path), "GOCACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    env["PATH"] = f"{shutil.which('go').rsplit('/', 1)[0]}:{env['PATH']}"
-    for messages, prompt in ((conversation, True), (conversation[:3], False)):
-        go = subprocess.run(["go", "run", str(program), OLLAMA_CHATML,
-                             json.dumps([{"Role": m["role"], "Content": m["content"]}
-                                         for m in messages])],
-                            capture_output=True, text=True, env=env, timeout=120)
-        assert go.returncode == 0, go.stderr
-        expected = tokenizer.apply_chat_template(messages, tokenize=False,
-                                                 add_generation_prompt=prompt)
-        if not prompt:  # a last assistant message is continued, not closed
-            expected = expected.removesuffix("<|im_end|>\n")
-        assert go.stdout == expected
 
 
 # -- refusals ----------------------------------------------------------------------------

@@ -23,10 +23,12 @@ CONTENT = "Hello <script>window.__pwned=1</script> friend"
 SCRIPTED_REPLY = f"<think>{THINKING}</think>\n{CONTENT}"
 TIMEOUT_MS = 10_000
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="no /usr/bin/chromium: `make test` installs it (apt-get install -y chromium)",
-)
+
+@pytest.fixture(autouse=True)
+def chromium_installed():
+    # Not a skip: `make test` installs it, so its absence is a broken install.
+    assert CHROMIUM.exists(), "no /usr/bin/chromium: `make test` installs it " \
+        "(apt-get install -y chromium)"
 
 # Counts every <script> element added to the document after it is installed.
 WATCH_SCRIPTS = """() => {
