@@ -180,3 +180,24 @@ def test_bad_input_is_one_line(template_ws, args, expected):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], \
         result.output
+
+
+def test_thinking_is_recorded_and_never_shown_to_the_other(template_ws, tmp_path, monkeypatch):
+    from charforge.serve.thoughts import Part
+
+    ws = _copy(template_ws, tmp_path / "ws")
+    asked: list[list] = []
+    original = ServedModel.stream
+
+    async def thinking(self, messages, scene, sampling):
+        asked.append(list(messages))
+        yield Part("reasoning", f"{self.character.short_name} ponders.")
+        async for piece in original(self, messages, scene, sampling):
+            yield piece
+
+    monkeypatch.setattr(ServedModel, "stream", thinking)
+    result = converse(ws, "beethoven", "socrates", scene=SCENE, turns=2, sampling=GREEDY)
+    assert [t.reasoning for t in result.turns] == ["Beethoven ponders.", "Socrates ponders."]
+    assert all("ponders" not in t.content for t in result.turns)
+    assert [m.content for m in asked[1]] == [result.turns[0].content]  # the words only
+    assert "<details><summary>thinking</summary>" in result.markdown.read_text()
