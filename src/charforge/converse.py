@@ -90,8 +90,14 @@ class ServedCharacter:
         self.name = model_id(served)
         self.stats = ModelStats()
         self.on_part = on_part
+        self._identity: dict[str, Any] | None = None
 
     def identity(self) -> dict[str, Any]:
+        if self._identity is None:  # adapter weights are read once, not at every turn
+            self._identity = self._read_identity()
+        return self._identity
+
+    def _read_identity(self) -> dict[str, Any]:
         served = self.served
         backend = getattr(served.backend, "identity", None)
         adapter = None
