@@ -34,6 +34,7 @@ from charforge.cli_common import (
     out,
     report_run,
 )
+from charforge.cli_converse import converse_command
 from charforge.cli_data import dataset_build, review
 from charforge.cli_export import export_app
 from charforge.cli_serve import chat, serve
@@ -449,6 +450,7 @@ def demo(
 
 app.command()(serve)
 app.command()(chat)
+app.command("converse")(converse_command)
 app.add_typer(export_app, name="export")
 app.add_typer(checkpoint_app, name="checkpoint")
 
