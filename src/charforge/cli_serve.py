@@ -71,8 +71,10 @@ def serve(
                              max_batch=max_batch)
     app = create_app(ws, settings)
     catalogue = app.state.catalogue
-    err.print(f"serving {len(catalogue.models)} models of {len(catalogue.characters())} "
-              f"characters on http://{host}:{port} (web page at /, API at /v1"
+    models, characters = len(catalogue.models), len(catalogue.characters())
+    err.print(f"serving {models} model{'s' * (models != 1)} of {characters} "
+              f"character{'s' * (characters != 1)} on http://{host}:{port} (web page at /, "
+              "API at /v1"
               f"{', API key required' if api_key else ''}); loading models…")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
