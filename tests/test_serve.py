@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 
 import httpx2 as httpx
@@ -227,7 +228,8 @@ def test_an_api_key_guards_every_v1_route_and_reasoning_comes_apart(tmp_path, ws
 
         config = yaml.safe_load(ws.config_path.read_text())
         config["models"]["upstream"] = {"backend": "openai", "model": "scripted",
-                                        "base_url": upstream.base_url, "api_key_env": None}
+                                        "base_url": upstream.base_url, "api_key_env": None,
+                                        "max_retries": 0}
         ws.config_path.write_text(yaml.safe_dump(config))
         from charforge.workspace import Workspace
 
@@ -264,10 +266,56 @@ def test_an_api_key_guards_every_v1_route_and_reasoning_comes_apart(tmp_path, ws
                 busy = post(url, json.dumps({"model": "diogenes", "messages": QUESTION}),
                             {"Authorization": "Bearer sesame"})
                 assert busy.status_code == 429
+            upstream.enqueue(Reply.server_error(500))  # the upstream fails: a 500, in shape
+            failed = post(url, json.dumps({"model": "diogenes", "messages": QUESTION}),
+                          {"Authorization": "Bearer sesame"})
+            assert failed.status_code == 500
+            assert failed.json()["error"]["message"].startswith("generation failed")
+            assert client.chat.completions.create(model="diogenes", messages=QUESTION)
         sent = upstream.chat_requests[-1].json
         assert sent["messages"][0]["role"] == "system" and "Diogenes" in \
             sent["messages"][0]["content"]
     assert "sesame" not in json.dumps(sent)
+
+
+def test_a_client_that_hangs_up_stops_its_generation(server):
+    url, app = server
+    engine = app.state.catalogue.get("beethoven").backend.engine
+    steps = engine.steps
+    with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60,
+                      json={"model": "beethoven", "messages": QUESTION, "stream": True,
+                            "temperature": 0, "max_tokens": 400}) as answer:
+        for line in answer.iter_lines():
+            if '"content": "' in line and '"content": ""' not in line:
+                break  # the first words: hang up
+    deadline = time.monotonic() + 20
+    while not engine.idle and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.idle, "the engine still works for a client that left"
+    assert engine.steps - steps < 399, "the row left before its 400 tokens"
+
+
+def test_a_released_character_llm_checkpoint_is_asked_in_its_own_format(ws, tiny_model_dir):
+    """--checkpoint CHARACTER=FOLDER: the meta prompt as published, `Name (speaking):
+    ...<|eot|>` turns, the character's turn opened; no chat template involved."""
+    from charforge.serve.catalogue import character_llm_prompt
+
+    app = create_app(ws, ServeSettings(checkpoints={"socrates": str(tiny_model_dir)}))
+    with serving(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        answer = client.chat.completions.create(
+            model="socrates/character-llm", messages=QUESTION, temperature=0, max_tokens=8,
+            metadata={"location": "Athens, the agora"})
+        served = app.state.catalogue.get("socrates/character-llm")
+        prompt = character_llm_prompt(served.character, [ChatMessage(**QUESTION[0])],
+                                      Scene(location="Athens, the agora"))
+        tokenizer = served.backend.tokenizer_for(None)
+    assert prompt.startswith("I want you to act like Socrates")
+    assert "Location: Athens, the agora" in prompt
+    assert prompt.endswith("Man (speaking): What do you think of your father?<|eot|>\n"
+                           "Socrates (")
+    assert answer.usage.prompt_tokens == len(tokenizer(prompt)["input_ids"])
+    assert answer.choices[0].finish_reason in ("stop", "length")
 
 
 @pytest.mark.parametrize("cut", range(1, 40))
