@@ -36,6 +36,7 @@ from charforge.aio import run_sync
 from charforge.character import Character
 from charforge.errors import CharforgeError
 from charforge.llm.base import ChatMessage, Completion, MessagesLike, ModelStats, Sampling
+from charforge.llm.turns import THINK_CLOSE, THINK_OPEN
 from charforge.runner import RunSummary, run_stage, task_config, task_specs
 from charforge.serve.catalogue import Catalogue, Scene, ServedModel
 from charforge.serve.thoughts import Part, ThoughtSplitter
@@ -57,7 +58,7 @@ LINE_KIND = "converse_line"
 ROLES = ("a", "b")  # a opens, then b, a, b, ...
 # A line of talk, not an essay; some variety. (`--temperature 0` for greedy.)
 CONVERSE_SAMPLING = Sampling(temperature=0.7, max_tokens=256)
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
 
 PartSink = Callable[[str, Part], None]  # (role, part)
 

@@ -34,7 +34,7 @@ from charforge.errors import (
 )
 from charforge.files import folder_written_whole, recover_folders
 from charforge.llm.registry import BUILTIN_MODELS, ModelEntry, ModelsConfig
-from charforge.train.runs import trained_model_entries
+from charforge.train.runs import RunRecord, finished_runs, trained_model_entries
 
 if TYPE_CHECKING:
     from charforge.prompts import Templates
@@ -175,6 +175,11 @@ class Workspace:
     def reload_config(self) -> None:
         """Read charforge.yaml and the trained models again at the next use."""
         self._config = None
+
+    def trained_runs(self, character: str | None = None) -> list[tuple[Path, RunRecord]]:
+        """Every finished training run (of `character`), oldest first: its folder and
+        what its run.json says."""
+        return finished_runs(self.root, character)
 
     def templates(self) -> Templates:
         """The prompt templates: the workspace's `prompts/` folder first, then the

@@ -450,6 +450,12 @@ class LocalChatModel(ChatModelBase):
     async def aclose(self) -> None:
         return None
 
+    def shutdown(self) -> None:
+        """Stop the engine (requests still running end as cancelled); the model stays
+        loaded but answers no more."""
+        if self._engine is not None:
+            self._engine.close()
+
     def _grammar_schema(self, response_format: Mapping[str, Any]) -> dict[str, Any] | None:
         try:
             schema = schema_of(response_format)

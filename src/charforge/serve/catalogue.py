@@ -215,9 +215,9 @@ class Catalogue:
         for backend in self._backends:
             await backend.aclose()
         for backend in self._backends:
-            engine = getattr(backend, "_engine", None)
-            if engine is not None:
-                engine.close()
+            shutdown = getattr(backend, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
 
     @classmethod
     def from_workspace(cls, workspace: Any, *, model: str | None = None,
@@ -226,14 +226,12 @@ class Catalogue:
         """The workspace's characters: trained runs on shared bases, the others prompted
         through `model` (default: the workspace's default model), and released
         Character-LLM checkpoints (`{character: folder}`)."""
-        from charforge.train.runs import finished_runs
-
         config = workspace.config
         characters = {c.slug: c for c in workspace.characters()}
         models: dict[str, ServedModel] = {}
         groups: dict[str, tuple[dict[str, Any], dict[str, Path]]] = {}
         pending: list[tuple[str, Character, str, Any, str | None, MetaPreset]] = []
-        for folder, record in finished_runs(workspace.root):
+        for folder, record in workspace.trained_runs():
             character = characters.get(record.character)
             entry = dict(record.model)
             if character is None or entry.get("backend") != "local":
