@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,7 +63,6 @@ class ServedModel:
     run: str | None = None
     adapter: str | None = None  # the engine's adapter name (local backends)
     preset: MetaPreset = "charforge"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def stage_token(self, scene: Scene) -> str | None:
         """The token of the scene's stage (by label or token); None without one."""
@@ -94,11 +93,6 @@ class ServedModel:
         if self.serving != "prompted":
             system = stage_marked(system, token)
         return [ChatMessage(role="system", content=system), *turns]
-
-    def reader(self) -> ThoughtSplitter | BlockReader:
-        if self.serving == COMPAT_SUFFIX:
-            return BlockReader(self.character.short_name, f"{self.character.short_name} (")
-        return ThoughtSplitter()
 
     async def stream(self, messages: list[ChatMessage], scene: Scene,
                      sampling: Sampling) -> AsyncIterator[Part | Completion]:
@@ -226,67 +220,75 @@ class Catalogue:
         """The workspace's characters: trained runs on shared bases, the others prompted
         through `model` (default: the workspace's default model), and released
         Character-LLM checkpoints (`{character: folder}`)."""
-        config = workspace.config
         characters = {c.slug: c for c in workspace.characters()}
-        models: dict[str, ServedModel] = {}
-        groups: dict[str, tuple[dict[str, Any], dict[str, Path]]] = {}
-        pending: list[tuple[str, Character, str, Any, str | None, MetaPreset]] = []
-        for folder, record in workspace.trained_runs():
-            character = characters.get(record.character)
-            entry = dict(record.model)
-            if character is None or entry.get("backend") != "local":
-                continue  # a deleted character, or the prompted format (not a chat model)
-            preset = RECIPES[record.recipe].serving.meta_prompt \
-                if record.recipe in RECIPES else "charforge"
-            model_id = f"{character.slug}/{record.run}"
-            if "adapter" in entry:
-                entry.pop("adapter")
-                key = repr(sorted(entry.items()))
-                groups.setdefault(key, (entry, {}))[1][_adapter_name(model_id)] = folder
-                pending.append((model_id, character, record.run, key,
-                                _adapter_name(model_id), preset))
-            else:  # a full fine-tune: a model of its own
-                full = {**entry, "path": str(folder)}
-                key = repr(sorted(full.items()))
-                groups.setdefault(key, (full, {}))
-                pending.append((model_id, character, record.run, key, None, preset))
-        backends: dict[str, LocalChatModel] = {}
-        for key, (entry, adapters) in groups.items():
-            options = {k: v for k, v in entry.items() if k != "backend"}
-            if max_batch:
-                options["max_batch"] = max_batch
-            backends[key] = LocalChatModel(LocalConfig.model_validate(options),
-                                           name=f"base-{len(backends) + 1}", adapters=adapters)
-        for model_id, character, run, key, adapter, preset in pending:
-            served = ServedModel(model_id, character, "adapter" if adapter else "full",
-                                 backends[key], run=run, adapter=adapter, preset=preset)
-            models[model_id] = served
-            models[character.slug] = ServedModel(character.slug, character, served.serving,
-                                                 served.backend, run=run, adapter=adapter,
-                                                 preset=preset)
-        prompted_backend: ChatModel | None = None
-        for slug, character in characters.items():
-            if slug in models:
-                continue
-            if prompted_backend is None:
-                prompted_backend = load_chat_model(model, config=config)
-                if isinstance(prompted_backend, LocalChatModel) and max_batch:
-                    prompted_backend.config = prompted_backend.config.model_copy(
-                        update={"max_batch": max_batch})
-            models[slug] = ServedModel(slug, character, "prompted", prompted_backend)
-        all_backends: list[ChatModel] = list(backends.values())
-        if prompted_backend is not None:
-            all_backends.append(prompted_backend)
+        models, backends = _trained(workspace, characters, max_batch)
+        untrained = [c for slug, c in characters.items() if slug not in models]
+        if untrained:
+            prompted = load_chat_model(model, config=workspace.config)
+            if isinstance(prompted, LocalChatModel) and max_batch:
+                prompted.config = prompted.config.model_copy(update={"max_batch": max_batch})
+            backends.append(prompted)
+            for character in untrained:
+                models[character.slug] = ServedModel(character.slug, character, "prompted",
+                                                     prompted)
         for slug, folder in dict(checkpoints or {}).items():
-            if slug not in characters:
-                raise ConfigError(f"--checkpoint {slug}: no such character in the workspace")
-            path = Path(folder).expanduser()
-            if not (path / "config.json").is_file():
-                raise ConfigError(f"--checkpoint {slug}: {path} is not a model folder")
-            backend = LocalChatModel(LocalConfig(path=str(path)), name=f"{slug}-character-llm")
-            backend.require_chat_template = False
-            all_backends.append(backend)
-            model_id = f"{slug}/{COMPAT_SUFFIX}"
-            models[model_id] = ServedModel(model_id, characters[slug], COMPAT_SUFFIX, backend,
-                                           preset="character-llm")
-        return cls(models, all_backends)
+            served = _checkpoint(characters, slug, folder)
+            models[served.id] = served
+            backends.append(served.backend)
+        return cls(models, backends)
+
+
+def _trained(workspace: Any, characters: Mapping[str, Character],
+             max_batch: int | None) -> tuple[dict[str, ServedModel], list[ChatModel]]:
+    """A model id per finished chat run, and the character's own id for its latest. LoRA
+    runs on one base (same loading options) share one `LocalChatModel`: one copy of the
+    base, one engine, each run an adapter of it."""
+    groups: dict[str, tuple[dict[str, Any], dict[str, Path]]] = {}
+    planned: list[tuple[str, Character, str, str, str | None, MetaPreset]] = []
+    for folder, record in workspace.trained_runs():
+        character = characters.get(record.character)
+        entry = dict(record.model)
+        if character is None or entry.get("backend") != "local":
+            continue  # a deleted character, or the prompted format (not a chat model)
+        recipe = RECIPES.get(record.recipe)
+        preset: MetaPreset = recipe.serving.meta_prompt if recipe else "charforge"
+        model_id = f"{character.slug}/{record.run}"
+        adapter = _adapter_name(model_id) if "adapter" in entry else None
+        if adapter:
+            entry.pop("adapter")
+        else:  # a full fine-tune: a model of its own
+            entry["path"] = str(folder)
+        key = repr(sorted(entry.items()))
+        adapters = groups.setdefault(key, (entry, {}))[1]
+        if adapter:
+            adapters[adapter] = folder
+        planned.append((model_id, character, record.run, key, adapter, preset))
+    backends: dict[str, LocalChatModel] = {}
+    for key, (entry, adapters) in groups.items():
+        options = {k: v for k, v in entry.items() if k != "backend"}
+        if max_batch:
+            options["max_batch"] = max_batch
+        backends[key] = LocalChatModel(LocalConfig.model_validate(options),
+                                       name=f"base-{len(backends) + 1}", adapters=adapters)
+    models: dict[str, ServedModel] = {}
+    for model_id, character, run, key, adapter, preset in planned:  # oldest run first
+        for served_id in (model_id, character.slug):  # the slug ends on the latest
+            models[served_id] = ServedModel(served_id, character,
+                                            "adapter" if adapter else "full", backends[key],
+                                            run=run, adapter=adapter, preset=preset)
+    return models, list(backends.values())
+
+
+def _checkpoint(characters: Mapping[str, Character], slug: str,
+                folder: str | Path) -> ServedModel:
+    """A released Character-LLM checkpoint of `slug`, asked in its own format."""
+    if slug not in characters:
+        raise ConfigError(f"--checkpoint {slug}: no such character in the workspace")
+    path = Path(folder).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"--checkpoint {slug}: {path} is not a model folder")
+    backend = LocalChatModel(LocalConfig(path=str(path)), name=f"{slug}-character-llm")
+    backend.require_chat_template = False
+    model_id = f"{slug}/{COMPAT_SUFFIX}"
+    return ServedModel(model_id, characters[slug], COMPAT_SUFFIX, backend,
+                       preset="character-llm")
