@@ -128,6 +128,20 @@ def _resolve_source(config: LocalConfig) -> tuple[str, dict[str, Any]]:
     return config.path, {"local_files_only": True}
 
 
+def same_weights(a: LocalConfig, b: LocalConfig) -> bool:
+    """Whether two configs load the same model the same way (they may still differ in
+    how they sample, e.g. the repetition penalty, which the engine applies per row)."""
+    if a.adapter or b.adapter:
+        return False
+    try:
+        sources = _resolve_source(a), _resolve_source(b)
+    except ConfigError:
+        return False
+    devices = _pick_device(a.device), _pick_device(b.device)
+    return (sources[0] == sources[1] and devices[0] == devices[1] and a.threads == b.threads
+            and _pick_dtype(a.dtype, devices[0]) == _pick_dtype(b.dtype, devices[1]))
+
+
 def _weights_identity(config: LocalConfig) -> dict[str, Any]:
     """The identity of the weights `config` names, read from the files (never loaded)."""
     from charforge.llm.weights import path_identity
@@ -182,9 +196,15 @@ class LocalChatModel(ChatModelBase):
     require_chat_template = True  # False: a model asked in a prompted format (stream_ids)
 
     def __init__(self, config: LocalConfig | None = None, *, name: str = "local",
-                 adapters: Mapping[str, str | Path] | None = None) -> None:
+                 adapters: Mapping[str, str | Path] | None = None,
+                 shared: LocalChatModel | None = None) -> None:
         self.config = config or LocalConfig()
         self.name = name
+        # Another model of the same weights whose model, engine and tokenizers this one
+        # uses (its bare base), with its own settings: one copy in memory, one batch.
+        self._shared = shared
+        if shared is not None and not same_weights(self.config, shared.config):
+            raise ConfigError(f"model {name!r} cannot share {shared.name!r}: other weights")
         self.stats = ModelStats()
         self._extra_adapters = {key: Path(folder).expanduser()
                                 for key, folder in dict(adapters or {}).items()}
@@ -224,6 +244,14 @@ class LocalChatModel(ChatModelBase):
         """Load weights, tokenizers and adapters (idempotent; chat() calls it lazily)."""
         with self._load_lock:
             if self._model is not None:
+                return
+            if self._shared is not None:
+                shared = self._shared
+                shared.load()
+                self._device, self._engine = shared._device, shared._engine
+                base_tokenizer = shared._tokenizers[BASE_ADAPTER]
+                self._tokenizers = {BASE_ADAPTER: base_tokenizer}
+                self._tokenizer, self._model = base_tokenizer, shared._model
                 return
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -452,7 +480,7 @@ class LocalChatModel(ChatModelBase):
 
     def shutdown(self) -> None:
         """Stop the engine (requests still running end as cancelled); the model stays
-        loaded but answers no more."""
+        loaded but answers no more (nor does a model sharing it)."""
         if self._engine is not None:
             self._engine.close()
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from charforge.character import Character
 from charforge.errors import CharforgeError, ConfigError
 from charforge.llm.base import ChatMessage, ChatModel, Completion, Sampling
-from charforge.llm.local import LocalChatModel, LocalConfig
+from charforge.llm.local import LocalChatModel, LocalConfig, same_weights
 from charforge.llm.registry import load_chat_model
 from charforge.recipes import RECIPES
 from charforge.render import EOT, MetaPreset, meta_prompt, stage_marked
@@ -224,9 +224,8 @@ class Catalogue:
         models, backends = _trained(workspace, characters, max_batch)
         untrained = [c for slug, c in characters.items() if slug not in models]
         if untrained:
-            prompted = load_chat_model(model, config=workspace.config)
-            if isinstance(prompted, LocalChatModel) and max_batch:
-                prompted.config = prompted.config.model_copy(update={"max_batch": max_batch})
+            prompted = _prompted_model(load_chat_model(model, config=workspace.config),
+                                       backends, max_batch)
             backends.append(prompted)
             for character in untrained:
                 models[character.slug] = ServedModel(character.slug, character, "prompted",
@@ -277,6 +276,21 @@ def _trained(workspace: Any, characters: Mapping[str, Character],
                                             "adapter" if adapter else "full", backends[key],
                                             run=run, adapter=adapter, preset=preset)
     return models, list(backends.values())
+
+
+def _prompted_model(model: ChatModel, backends: list[ChatModel],
+                    max_batch: int | None) -> ChatModel:
+    """The model that plays untrained characters: when it is the bare base of trained
+    runs already served, it shares their model and engine (its rows `__base__` in their
+    batches), keeping its own settings."""
+    if not isinstance(model, LocalChatModel):
+        return model
+    if max_batch:
+        model.config = model.config.model_copy(update={"max_batch": max_batch})
+    for backend in backends:
+        if isinstance(backend, LocalChatModel) and same_weights(model.config, backend.config):
+            return LocalChatModel(model.config, name=model.name, shared=backend)
+    return model
 
 
 def _checkpoint(characters: Mapping[str, Character], slug: str,
