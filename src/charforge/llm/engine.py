@@ -133,7 +133,7 @@ class BatchEngine:
         self._thread: threading.Thread | None = None
         self.steps = 0  # decoding steps run (for tests and benches)
         self.largest_batch = 0
-        _hook_layers(model, self._check_stop)
+        self._hooks = _hook_layers(model, self._check_stop)
         _ENGINES.add(self)
 
     # -- the caller's side -----------------------------------------------------------
@@ -165,6 +165,9 @@ class BatchEngine:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        for hook in self._hooks:  # the model may outlive this engine
+            hook.remove()
+        self._hooks = []
 
     @property
     def idle(self) -> bool:
@@ -270,7 +273,8 @@ class BatchEngine:
         logits = self._forward(ids.to(self.device), mask.to(self.device),
                                positions.to(self.device), cache, [_adapter(job) for job in jobs])
         rows = [self._new_row(job) for job in jobs]
-        keep = [i for i, row in enumerate(rows) if self._advance(row, logits[i])]
+        tokens = self._pick(rows, logits)
+        keep = [i for i, row in enumerate(rows) if self._advance(row, tokens[i])]
         if not keep:
             return
         index = torch.tensor(keep, device=self.device)
@@ -291,9 +295,9 @@ class BatchEngine:
         self.steps += 1
         self.largest_batch = max(self.largest_batch, len(rows))
         keep = []
-        for i, row in enumerate(rows):
+        for i, (row, token) in enumerate(zip(rows, self._pick(rows, logits), strict=True)):
             row.length += 1
-            if self._advance(row, logits[i]):
+            if self._advance(row, token):
                 keep.append(i)
         if len(keep) != len(rows):
             self._keep(keep)
@@ -324,11 +328,10 @@ class BatchEngine:
             matcher = xgrammar.GrammarMatcher(request.grammar)
         return _Row(job, seen, generator, matcher, length=len(request.prompt_ids))
 
-    def _advance(self, row: _Row, logits: Any) -> bool:
-        """Pick the row's next token from `logits`, send its new text; False once the
-        row has ended (and been told so)."""
+    def _advance(self, row: _Row, token: int) -> bool:
+        """Add the row's next token, send its new text; False once the row has ended
+        (and been told so)."""
         request = row.job.request
-        token = self._pick(row, logits)
         if row.matcher is not None:
             row.matcher.accept_token(token)
         if token in request.eos_ids or (row.matcher is not None and row.matcher.is_terminated()):
@@ -348,35 +351,51 @@ class BatchEngine:
         _send(row, _safe_prefix(text, request.stop))
         return True
 
-    def _pick(self, row: _Row, logits: Any) -> int:
+    def _pick(self, rows: list[_Row], logits: Any) -> list[int]:
+        """The next token of every row, from its logits [rows, vocabulary], each by its
+        own settings; the work is done for all rows at once where it can be (on a CPU,
+        a sort of the vocabulary row by row cost more than the forward pass)."""
         import torch
 
-        request = row.job.request
-        if row.seen is not None:
-            penalty = request.repetition_penalty
-            penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-            logits = torch.where(row.seen, penalised, logits)
-        if row.matcher is not None:
-            import xgrammar
+        requests = [row.job.request for row in rows]
+        penalised = [i for i, row in enumerate(rows) if row.seen is not None]
+        if penalised:
+            index = torch.tensor(penalised, device=self.device)
+            penalty = torch.tensor([requests[i].repetition_penalty for i in penalised],
+                                   device=self.device).unsqueeze(1)
+            part = logits[index]
+            seen = torch.stack([rows[i].seen for i in penalised])
+            part = torch.where(seen, torch.where(part > 0, part / penalty, part * penalty), part)
+            logits[index] = part
+        for i, row in enumerate(rows):
+            if row.matcher is not None:
+                logits[i] = self._constrained(row, logits[i])
+        tokens = logits.argmax(dim=-1).tolist()
+        sampled = [i for i, request in enumerate(requests) if request.temperature > 0]
+        if sampled:
+            index = torch.tensor(sampled, device=self.device)
+            temperature = torch.tensor([requests[i].temperature for i in sampled],
+                                       device=self.device).unsqueeze(1)
+            probs = torch.softmax(logits[index] / temperature, dim=-1)
+            top_p = torch.tensor([requests[i].top_p for i in sampled], device=self.device)
+            if bool((top_p < 1.0).any()):
+                probs = _nucleus(probs, top_p)
+            for j, i in enumerate(sampled):
+                tokens[i] = int(torch.multinomial(probs[j], 1, generator=rows[i].generator))
+        for row, token in zip(rows, tokens, strict=True):
+            if row.seen is not None:
+                row.seen[token] = True
+        return tokens
 
-            bitmask = xgrammar.allocate_token_bitmask(1, self._vocab)
-            row.matcher.fill_next_token_bitmask(bitmask, 0)
-            logits = logits.unsqueeze(0).cpu()
-            xgrammar.apply_token_bitmask_inplace(logits, bitmask)
-            logits = logits[0].to(self.device)
-        if request.temperature <= 0:
-            token = int(torch.argmax(logits))
-        else:
-            probs = torch.softmax(logits / request.temperature, dim=-1)
-            if request.top_p < 1.0:
-                ordered, order = torch.sort(probs, descending=True)
-                outside = ordered.cumsum(-1) - ordered > request.top_p
-                ordered[outside] = 0.0
-                probs = torch.zeros_like(probs).scatter(0, order, ordered)
-            token = int(torch.multinomial(probs, 1, generator=row.generator))
-        if row.seen is not None:
-            row.seen[token] = True
-        return token
+    def _constrained(self, row: _Row, logits: Any) -> Any:
+        """`logits` with every token the row's grammar forbids masked out."""
+        import xgrammar
+
+        bitmask = xgrammar.allocate_token_bitmask(1, self._vocab)
+        row.matcher.fill_next_token_bitmask(bitmask, 0)
+        masked = logits.unsqueeze(0).cpu()
+        xgrammar.apply_token_bitmask_inplace(masked, bitmask)
+        return masked[0].to(self.device)
 
     # -- the batch's cache -----------------------------------------------------------
     def _join(self, rows: list[_Row], cache: Any, mask: Any) -> None:
@@ -420,6 +439,24 @@ class BatchEngine:
                 layer.keys = layer.keys[..., first:, :]
                 layer.values = layer.values[..., first:, :]
             self._mask = self._mask[:, first:]
+
+
+NUCLEUS_FIRST = 256  # tokens looked at before sorting a whole vocabulary
+
+
+def _nucleus(probs: Any, top_p: Any) -> Any:
+    """`probs` [rows, vocabulary] with each row cut to its smallest set of most likely
+    tokens whose mass reaches the row's `top_p` (the rest 0). Exact: the top tokens are
+    found with `topk` first, and a row whose nucleus is wider is sorted whole."""
+    import torch
+
+    limit = top_p.unsqueeze(1)
+    k = min(NUCLEUS_FIRST, probs.shape[-1])
+    ordered, order = torch.topk(probs, k, dim=-1)
+    if bool((ordered.sum(-1) < top_p).any()):  # a flat row: the whole vocabulary
+        ordered, order = torch.sort(probs, dim=-1, descending=True)
+    ordered[ordered.cumsum(-1) - ordered > limit] = 0.0
+    return torch.zeros_like(probs).scatter(-1, order, ordered)
 
 
 def _cache_keyword(model: Any) -> str:
@@ -480,7 +517,7 @@ def _ended_if_cancelled(job: EngineJob) -> bool:
     return job.cancelled
 
 
-def _hook_layers(model: Any, hook: Any) -> None:
+def _hook_layers(model: Any, hook: Any) -> list[Any]:
     """Call `hook` before every block of the model's largest layer list (its decoder
     layers) and every module inside them: the places a long prefill can be
     interrupted. Per module, not per layer: on a busy CPU one layer of a 1.5k-token
@@ -489,10 +526,9 @@ def _hook_layers(model: Any, hook: Any) -> None:
 
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
     if not lists:
-        return
-    for layer in max(lists, key=len):
-        for module in layer.modules():
-            module.register_forward_pre_hook(hook)
+        return []
+    return [module.register_forward_pre_hook(hook)
+            for layer in max(lists, key=len) for module in layer.modules()]
 
 
 @atexit.register
