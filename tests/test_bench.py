@@ -47,3 +47,22 @@ def test_train_bench_prints_its_figures():
     verdicts = [line for line in out.splitlines() if "target >= 2.5x" in line]
     assert verdicts and all("target >= 1.3x" in line for line in verdicts)
     assert all(("met" in line or "missed" in line) for line in verdicts)
+
+
+def test_serve_bench_prints_its_figures():
+    """bench/serve.py on a tiny model: every setting and level is measured, and the
+    figures, the targets (PASS or MISS) and the memory rows are printed (the figures
+    themselves are not checked)."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "serve.py"
+    run = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-2000:])
+    out = run.stdout
+    settings = ("batched (max_batch 16) ", "one at a time (max_batch 1) ")
+    rows = [line for line in out.splitlines() if line.startswith(settings)]
+    assert [int(row[28:].split()[0]) for row in rows] == [1, 4, 16] * 2, out  # streams
+    assert "TTFT p50" in out and "latency p50" in out and "tok/s" in out
+    verdicts = [line for line in out.splitlines() if line.rstrip().endswith(("PASS", "MISS"))]
+    assert len(verdicts) == 4, out  # speed-up, TTFT, memory after loading and after requests
+    assert "batched >= 6x one at a time" in out and "p95 TTFT <= 5x" in out
+    assert "each extra character, after loading" in out and "RSS loaded" in out
