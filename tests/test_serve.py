@@ -65,6 +65,12 @@ def test_models_and_characters_say_what_serves_each(ws, server, client):
     assert "philosopher" in listed["socrates"]["summary"]
     with urllib.request.urlopen(f"{url}/health") as answer:
         assert json.load(answer)["status"] == "ok"
+    # Runs of one base saved the same tokenizer files: one tokenizer object serves both.
+    catalogue = server[1].state.catalogue
+    first, second = catalogue.get("beethoven"), catalogue.get("socrates")
+    assert first.backend is second.backend
+    assert first.backend.tokenizer_for(first.adapter) is \
+        second.backend.tokenizer_for(second.adapter)
 
 
 def test_plain_and_streamed_replies_agree(client):

@@ -265,10 +265,7 @@ class LocalChatModel(ChatModelBase):
             try:
                 with quiet_progress_bars():
                     base_tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-                    # A trained agent's tokenizer (stage tokens added) lives beside its adapter.
-                    tokenizers = {name: AutoTokenizer.from_pretrained(str(folder))
-                                  for name, folder in folders.items()
-                                  if (folder / "tokenizer_config.json").is_file()}
+                    tokenizers = _adapter_tokenizers(folders)
                     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
             except OSError as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -508,6 +505,35 @@ def quiet_progress_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt",
+                   "tokenizer.model")
+
+
+def _adapter_tokenizers(folders: Mapping[str, Path]) -> dict[str, Any]:
+    """The tokenizer beside each adapter that has one (a trained agent's: stage tokens
+    added). Adapters whose tokenizer files are the same share one tokenizer object: runs
+    of one base save the same files, and a loaded tokenizer costs ~11 MB (bench/serve.py)."""
+    import hashlib
+
+    from transformers import AutoTokenizer
+
+    loaded: dict[str, Any] = {}
+    tokenizers: dict[str, Any] = {}
+    for name, folder in folders.items():
+        if not (folder / "tokenizer_config.json").is_file():
+            continue
+        digest = hashlib.sha256()
+        for file in TOKENIZER_FILES:
+            if (folder / file).is_file():
+                digest.update(file.encode() + b"\0" + (folder / file).read_bytes())
+        key = digest.hexdigest()
+        if key not in loaded:
+            loaded[key] = AutoTokenizer.from_pretrained(str(folder))
+        tokenizers[name] = loaded[key]
+    return tokenizers
 
 
 async def _off_the_loop(name: str, function: Any) -> Any:
