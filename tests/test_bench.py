@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 
 BENCHES = sorted((Path(__file__).resolve().parents[1] / "bench").glob("*.py"))
+# Smoke-run by a test of its own that also reads its figures (one smoke run: ~50 s).
+OWN_TEST = {"serve.py"}
 
 
 def test_there_are_benches():
     assert BENCHES
 
 
-@pytest.mark.parametrize("script", BENCHES, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [p for p in BENCHES if p.name not in OWN_TEST],
+                         ids=lambda p: p.name)
 def test_bench_smoke_run(script: Path):
     help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
                                text=True, timeout=60)
@@ -54,6 +57,9 @@ def test_serve_bench_prints_its_figures():
     figures, the targets (PASS or MISS) and the memory rows are printed (the figures
     themselves are not checked)."""
     script = Path(__file__).resolve().parents[1] / "bench" / "serve.py"
+    help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                               text=True, timeout=60)
+    assert help_text.returncode == 0 and "--smoke" in help_text.stdout, help_text.stderr
     run = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-2000:])
