@@ -383,7 +383,8 @@ class LocalChatModel(ChatModelBase):
         chat = as_messages(messages)
         sampling = sampling or Sampling()
         started = time.perf_counter()
-        await _off_the_loop(f"charforge-{self.name}-load", self.load)
+        if self._model is None:  # loading takes seconds: not on the event loop
+            await _off_the_loop(f"charforge-{self.name}-load", self.load)
         key = self._adapter_key(adapter)
         grammar = None
         if schema is not None:
@@ -399,7 +400,8 @@ class LocalChatModel(ChatModelBase):
         """Like `stream`, for a prompt already tokenised (a prompted format, no chat
         template)."""
         started = time.perf_counter()
-        await _off_the_loop(f"charforge-{self.name}-load", self.load)
+        if self._model is None:  # loading takes seconds: not on the event loop
+            await _off_the_loop(f"charforge-{self.name}-load", self.load)
         key = self._adapter_key(adapter)
         request = self.engine_request([], sampling, adapter=key, prompt_ids=prompt_ids)
         async for piece in self._run(request, started):
