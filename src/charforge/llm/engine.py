@@ -200,14 +200,21 @@ class BatchEngine:
                         0 if self._rows else 1)
                     newcomers = [self._queue.popleft()
                                  for _ in range(min(room, len(self._queue)))]
-                self._drop_cancelled()
-                newcomers = [job for job in newcomers if not _ended_if_cancelled(job)]
-                if newcomers:
-                    self._guarded(newcomers, self._prefill, newcomers)
-                if self._rows:
-                    self._guarded([row.job for row in self._rows], self._decode)
-                with self._cv:
-                    self._working = False
+                try:
+                    self._drop_cancelled()
+                    newcomers = [job for job in newcomers if not _ended_if_cancelled(job)]
+                    if newcomers:
+                        self._guarded(newcomers, self._prefill, newcomers)
+                    if self._rows:
+                        self._guarded([row.job for row in self._rows], self._decode)
+                except Exception as exc:
+                    # Outside a guarded step (trimming the batch, a sink): end what this
+                    # iteration held rather than let the thread die with callers waiting.
+                    self._abandon([*newcomers, *(row.job for row in self._rows)], exc)
+                    self._rows, self._cache, self._mask = [], None, None
+                finally:
+                    with self._cv:
+                        self._working = False
         self._end_all()
 
     def _guarded(self, jobs: list[EngineJob], step: Callable[..., None], *args: Any) -> None:
