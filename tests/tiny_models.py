@@ -78,8 +78,10 @@ def build_tiny_chat_model(folder: Path, *, seed: int = 0, tied: bool = False) ->
     return folder
 
 
-def build_tiny_adapter(model_dir: Path, folder: Path, *, seed: int = 0) -> Path:
-    """A LoRA adapter for the tiny model, with random (not zero) weights from `seed`."""
+def build_tiny_adapter(model_dir: Path, folder: Path, *, seed: int = 0,
+                       scale: float = 0.02) -> Path:
+    """A LoRA adapter for the tiny model, with random (not zero) weights from `seed`
+    (`lora_B` of standard deviation `scale`)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
@@ -91,6 +93,6 @@ def build_tiny_adapter(model_dir: Path, folder: Path, *, seed: int = 0) -> Path:
     with torch.no_grad():
         for name, weight in peft_model.named_parameters():
             if "lora_B" in name:
-                weight.normal_(0, 0.02)
+                weight.normal_(0, scale)
     peft_model.save_pretrained(folder)
     return folder

@@ -76,6 +76,11 @@ class LocalConfig(BaseModel):
         default=16, ge=1, le=1024,
         description="requests decoded together by the batched engine (rows of one step)",
     )
+    prefix_cache_mib: int = Field(
+        default=256, ge=0, le=1_000_000,
+        description="memory for the states of prompt openings (system messages) read "
+        "before, so each is read once; least recently used dropped first (0 = off)",
+    )
     json_strings: StringPolicy = Field(
         default="prose",
         description="JSON answers: free strings decoded as prose (no markup, brackets or line "
@@ -286,7 +291,8 @@ class LocalChatModel(ChatModelBase):
             self._tokenizers[BASE_ADAPTER] = base_tokenizer
             self._tokenizer = self._tokenizers.get(DEFAULT_ADAPTER, base_tokenizer)
             self._engine = BatchEngine(model, device=self._device,
-                                       max_batch=self.config.max_batch, name=self.name)
+                                       max_batch=self.config.max_batch, name=self.name,
+                                       prefix_cache_bytes=self.config.prefix_cache_mib * 2**20)
             self._model = model
 
     def grammars(self) -> GrammarCompiler:
@@ -452,8 +458,13 @@ class LocalChatModel(ChatModelBase):
         if eos is None:
             eos = tokenizer.eos_token_id
         eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        opening = 0
+        if prompt_ids is None:
+            text = prompt_text(tokenizer, as_messages(chat))
+            prompt_ids = _ids(tokenizer, text)
+            opening = _system_opening(tokenizer, chat, text, prompt_ids)
         return EngineRequest(
-            prompt_ids=prompt_ids if prompt_ids is not None else self.prompt_ids(chat, adapter=key),
+            prompt_ids=prompt_ids, prefix=opening,
             tokenizer=tokenizer,
             adapter=None if key == BASE_ADAPTER else key,
             temperature=sampling.temperature, top_p=sampling.top_p,
@@ -466,8 +477,7 @@ class LocalChatModel(ChatModelBase):
         conversation, shared with training (names in the text, earlier thoughts
         dropped, roles alternating; see charforge.llm.turns)."""
         tokenizer = self.tokenizer_for(adapter)
-        text = prompt_text(tokenizer, as_messages(chat))
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return _ids(tokenizer, prompt_text(tokenizer, as_messages(chat)))
 
     async def check(self) -> str:
         await asyncio.to_thread(self.load)
@@ -512,6 +522,25 @@ def quiet_progress_bars() -> Iterator[None]:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "chat_template.jinja", "vocab.json", "merges.txt",
                    "tokenizer.model")
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _system_opening(tokenizer: Any, chat: list[ChatMessage], text: str,
+                    ids: list[int]) -> int:
+    """How many leading tokens of the prompt `ids` (rendered as `text`) run up to the
+    end of its system message: the part the engine keeps to start the character's
+    next prompts from (0 when the rendering does not open with it verbatim)."""
+    if not chat or chat[0].role != "system" or not chat[0].content:
+        return 0
+    where = text.find(chat[0].content)
+    if where < 0:
+        return 0
+    head = _ids(tokenizer, text[:where + len(chat[0].content)])
+    size = min(len(head), len(ids))
+    return next((i for i in range(size) if head[i] != ids[i]), size)
 
 
 def _adapter_tokenizers(folders: Mapping[str, Path]) -> dict[str, Any]:
