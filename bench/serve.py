@@ -273,6 +273,7 @@ def engine_stats(app: Any) -> dict[str, Any]:
         engine = backend.engine
         entry = engines.setdefault(id(engine), {
             "names": [], "steps": engine.steps, "largest": engine.largest_batch,
+            "hits": engine.prefixes.hits, "kept_bytes": engine.prefixes.nbytes,
             "max_batch": engine.max_batch, "ids": [],
             "dtype": str(next(backend.model.parameters()).dtype).removeprefix("torch."),
             "threads": _torch_threads()})
@@ -459,6 +460,7 @@ class Level:
     client_cpu: float
     others: float  # share of the machine other processes used meanwhile
     steps: dict[str, int]
+    hits: int = 0  # prompts started from a kept opening (the engines' prefix caches)
 
     @property
     def tokens(self) -> int:
@@ -492,14 +494,15 @@ def run_level(server: ServerProcess, setting: str, models: list[str], streams: i
     others = max(0.0, (busy1 - busy0) - ours) / (all1 - all0) if all1 > all0 else float("nan")
     wall = max(r.ended for r in replies) - min(r.sent for r in replies)
     steps = {name: after[name]["steps"] - before[name]["steps"] for name in after}
-    return Level(setting, streams, replies, wall, cpu1 - cpu0, me1 - me0, others, steps)
+    hits = sum(after[name]["hits"] - before[name]["hits"] for name in after)
+    return Level(setting, streams, replies, wall, cpu1 - cpu0, me1 - me0, others, steps, hits)
 
 
 def print_levels(levels: list[Level], max_tokens: int) -> None:
     head = (f"{'setting':<28}{'streams':>8}{'reqs':>6}{'tokens':>8}{'tok/s':>8}"
             f"{'TTFT p50':>10}{'p95':>8}{'latency p50':>13}{'p95':>8}{'tok/reply':>11}"
             f"{'at max':>8}{'steps':>7}{'tok/step':>9}{'srv CPU':>9}{'cli CPU':>9}"
-            f"{'others':>8}")
+            f"{'others':>8}{'kept':>8}")
     print("\n" + head + "\n" + "-" * len(head))
     for lv in levels:
         steps = sum(lv.steps.values())
@@ -510,12 +513,13 @@ def print_levels(levels: list[Level], max_tokens: int) -> None:
               f"{lv.tokens / len(lv.replies):>11.1f}{at_max:>5}/{len(lv.replies):<2}"
               f"{steps:>7}{lv.tokens / max(1, steps):>9.2f}"
               f"{lv.server_cpu / lv.wall:>8.2f}c{lv.client_cpu / lv.wall:>8.2f}c"
-              f"{lv.others:>8.0%}")
+              f"{lv.others:>8.0%}{lv.hits:>5}/{len(lv.replies):<2}")
     print("(tok/s: completion tokens / first request sent to last reply ended; TTFT: first "
           "chunk with content or reasoning_content; p95 nearest-rank; at max: replies of "
           "max_tokens tokens; steps: decoding steps of all engines, tok/step ≈ rows a step; "
           "CPU: cores used by the server and the client process; others: share of the "
-          "machine other processes took)")
+          "machine other processes took; kept: prompts started from a kept system-message "
+          "opening, the prefix cache)")
 
 
 def verdict(ok: bool) -> str:
