@@ -125,3 +125,26 @@ def test_nucleus_matches_a_full_sort():
         for token, p in chosen.items():
             assert p == pytest.approx(float(full[row, token]), rel=1e-4)
     assert len(chosen) > 256
+
+
+def test_draw_follows_each_rows_probabilities_with_its_own_generator():
+    import torch
+
+    from charforge.llm.engine import _draw
+
+    # the second row is not normalised
+    probs = torch.tensor([[0.0, 0.2, 0.0, 0.6, 0.2], [1.0, 1.0, 0.0, 0.0, 2.0]])
+    counts = torch.zeros_like(probs)
+    generators = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    for _ in range(4000):
+        picks = _draw(probs, generators).squeeze(1)
+        counts[0, picks[0]] += 1
+        counts[1, picks[1]] += 1
+    share = counts / 4000
+    expected = probs / probs.sum(-1, keepdim=True)
+    assert torch.allclose(share, expected, atol=0.03), share
+    assert counts[0, 0] == counts[0, 2] == counts[1, 2] == counts[1, 3] == 0
+    again = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    first = _draw(probs, again).squeeze(1).tolist()
+    assert first == _draw(probs, [torch.Generator().manual_seed(1),
+                                  torch.Generator().manual_seed(2)]).squeeze(1).tolist()

@@ -460,14 +460,15 @@ class BatchEngine:
                 top_p = torch.tensor([requests[sampled[j]].top_p for j in nucleus],
                                      device=self.device)
                 probs, order = _nucleus(scaled[torch.tensor(nucleus, device=self.device)], top_p)
-                for n, j in enumerate(nucleus):
-                    pick = torch.multinomial(probs[n], 1, generator=rows[sampled[j]].generator)
-                    tokens[sampled[j]] = int(order[n, pick])
+                picks = _draw(probs, [rows[sampled[j]].generator for j in nucleus])
+                for j, token in zip(nucleus, order.gather(1, picks).squeeze(1).tolist(),
+                                    strict=True):
+                    tokens[sampled[j]] = token
             if whole:
                 probs = torch.softmax(scaled[torch.tensor(whole, device=self.device)], dim=-1)
-                for n, j in enumerate(whole):
-                    pick = torch.multinomial(probs[n], 1, generator=rows[sampled[j]].generator)
-                    tokens[sampled[j]] = int(pick)
+                picks = _draw(probs, [rows[sampled[j]].generator for j in whole])
+                for j, token in zip(whole, picks.squeeze(1).tolist(), strict=True):
+                    tokens[sampled[j]] = token
         for row, token in zip(rows, tokens, strict=True):
             if row.seen is not None:
                 row.seen[token] = True
@@ -548,6 +549,20 @@ def _nucleus(scaled: Any, top_p: Any) -> tuple[Any, Any]:
         probs = (top - total).exp()
     probs[probs.cumsum(-1) - probs > top_p.unsqueeze(1)] = 0.0
     return probs, order
+
+
+def _draw(probs: Any, generators: list[Any]) -> Any:
+    """One token index per row of `probs` [rows, k] (not necessarily normalised), in
+    proportion to its probability, from the row's own generator: inverse-CDF sampling,
+    one uniform number a row. `torch.multinomial` over a 49,152-token vocabulary took
+    ~1.5 ms a row here (25 ms a step at 16 rows), nearly all of it spent drawing."""
+    import torch
+
+    cumulative = probs.cumsum(-1)
+    uniform = torch.cat([torch.rand(1, generator=generator, device=probs.device)
+                         for generator in generators]).unsqueeze(1)
+    picks = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)
+    return picks.clamp(max=probs.shape[-1] - 1)
 
 
 def _plain(cache: Any) -> bool:
