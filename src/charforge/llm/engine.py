@@ -3,13 +3,13 @@
 A worker thread owns the model. Between two decoding steps it admits the requests
 that arrived meanwhile (their prompts are read in one left-padded forward pass, and
 their key/value cache joins the running batch), so a newcomer never waits for a
-running batch to finish. Every row keeps its own settings: LoRA adapter (PEFT's
-mixed-adapter batches, `adapter_names`), temperature, top-p, seed, repetition
-penalty, stop strings, end-of-turn tokens and JSON grammar (an xgrammar matcher per
-row). A step whose rows all use one adapter runs it as the model's active adapter
-(PEFT's mixed-batch path costs about a fifth more). A prompt that opens like one read
-before, with the same adapter, starts from the states kept of that opening (the prefix
-cache, `charforge.llm.prefixes`), so a character's system message is read once.
+running batch to finish. Every row keeps its own settings: LoRA adapter (rows of
+several adapters in one step, `charforge.llm.mixed_lora`; a step of one adapter runs
+it as the model's active adapter), temperature, top-p, seed, repetition penalty, stop
+strings, end-of-turn tokens and JSON grammar (an xgrammar matcher per row). A prompt
+that opens like one read before, with the same adapter, starts from the states kept
+of that opening (the prefix cache, `charforge.llm.prefixes`), so a character's system
+message is read once.
 Each row streams its text as it grows (`Delta` events) and ends with one `Finished`;
 a cancelled row leaves the batch at the next step, and a forward pass whose rows are
 all cancelled stops within one module of the model.
@@ -489,6 +489,7 @@ class BatchEngine:
         """Add prefilled rows (their cache and mask) to the running batch."""
         import torch
         from torch.nn.functional import pad
+
         if not _plain(cache):
             self._joinable = False
         if self._cache is None:
@@ -531,9 +532,9 @@ NUCLEUS_FIRST = 256  # tokens looked at before sorting a whole vocabulary
 
 def _nucleus(scaled: Any, top_p: Any) -> tuple[Any, Any]:
     """Each row's nucleus (top_p < 1) from its temperature-scaled logits [rows,
-    vocabulary]: the smallest set of most likely tokens whose mass reaches the row's `top_p`, as
-    (probabilities, token ids) [rows, k] with the tokens outside it at 0 (not
-    normalised: `torch.multinomial` does not need it). Exact: the probabilities are
+    vocabulary]: the smallest set of most likely tokens whose mass reaches the row's
+    `top_p`, as (probabilities, token ids) [rows, k] with the tokens outside it at 0
+    (not normalised: `_draw` does not need it). Exact: the probabilities are
     the softmax over the whole vocabulary (one logsumexp), the top tokens are found
     with `topk` first, and only when a row's top NUCLEUS_FIRST tokens hold less than
     its top-p is the whole vocabulary sorted. A softmax, sort and scatter over the
