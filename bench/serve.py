@@ -89,7 +89,7 @@ MIN_REQUESTS = 8  # per level at least (one stream sends them all)
 TARGET_SPEEDUP = 6.0  # batched vs one at a time, aggregate tokens/s at the top level
 TARGET_TTFT = 5.0  # p95 TTFT at the top level vs one stream, batched
 TARGET_MEMORY = 1.10  # an extra character's RSS vs its adapter file
-SMOKE = dict(levels="1,4,16", max_tokens=8, requests=1, characters=3, min_requests=2,
+SMOKE = dict(levels="1,16", max_tokens=8, requests=1, characters=2, min_requests=2,
              arrival_gap=0.02, think=0.02)
 MIB = 2**20
 
@@ -274,6 +274,7 @@ def engine_stats(app: Any) -> dict[str, Any]:
         entry = engines.setdefault(id(engine), {
             "names": [], "steps": engine.steps, "largest": engine.largest_batch,
             "hits": engine.prefixes.hits, "kept_bytes": engine.prefixes.nbytes,
+            "admitted": engine.admitted, "timings": list(engine.timings),
             "max_batch": engine.max_batch, "ids": [],
             "dtype": str(next(backend.model.parameters()).dtype).removeprefix("torch."),
             "threads": _torch_threads()})
@@ -461,6 +462,8 @@ class Level:
     others: float  # share of the machine other processes used meanwhile
     steps: dict[str, int]
     hits: int = 0  # prompts started from a kept opening (the engines' prefix caches)
+    # per request, in the engine: (seconds queued before its prefill, seconds of the prefill)
+    timings: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -495,7 +498,11 @@ def run_level(server: ServerProcess, setting: str, models: list[str], streams: i
     wall = max(r.ended for r in replies) - min(r.sent for r in replies)
     steps = {name: after[name]["steps"] - before[name]["steps"] for name in after}
     hits = sum(after[name]["hits"] - before[name]["hits"] for name in after)
-    return Level(setting, streams, replies, wall, cpu1 - cpu0, me1 - me0, others, steps, hits)
+    timings = [t for name in after for t in
+               after[name]["timings"][len(after[name]["timings"]) - (
+                   after[name]["admitted"] - before[name]["admitted"]):]]
+    return Level(setting, streams, replies, wall, cpu1 - cpu0, me1 - me0, others, steps, hits,
+                 timings)
 
 
 def print_levels(levels: list[Level], max_tokens: int) -> None:
@@ -553,7 +560,11 @@ def throughput(trained: Trained, root: Path, args: argparse.Namespace,
                 levels.append(level)
                 print(f"  {streams:>2} streams: {len(level.replies)} requests, "
                       f"{level.rate:.1f} tok/s, TTFT p95 {level.ttft(0.95):.2f} s, "
-                      f"{level.wall:.0f} s", flush=True)
+                      f"{level.wall:.0f} s; in the engine: queued p50 "
+                      f"{nearest_rank([q for q, _ in level.timings], 0.5):.2f} s p95 "
+                      f"{nearest_rank([q for q, _ in level.timings], 0.95):.2f} s, prefill p50 "
+                      f"{nearest_rank([p for _, p in level.timings], 0.5):.2f} s p95 "
+                      f"{nearest_rank([p for _, p in level.timings], 0.95):.2f} s", flush=True)
             server.stop()
     finally:
         child.close()

@@ -135,3 +135,20 @@ def test_a_grammar_row_and_a_free_row_share_a_batch(engine):
     together = run(engine, [constrained, free])
     assert json.loads(together.done[0].text)["mood"] in ("calm", "angry")
     assert together.done[1].text == run(engine, [free]).done[0].text
+
+
+def test_greedy_rows_equal_transformers_generate(engine):
+    """The engine's own cache handling (rows joined, trimmed, appended in place past
+    its spare slots) gives the tokens transformers' `generate` gives."""
+    import torch
+
+    engine, tokenizer = engine
+    requests = [request(tokenizer, PROMPTS[i], max_tokens=45) for i in (0, 3)]
+    together = run(engine, requests, gap=0.02)
+    for index, item in enumerate(requests):
+        with torch.inference_mode():
+            out = engine.model.generate(torch.tensor([list(item.prompt_ids)]), do_sample=False,
+                                        max_new_tokens=45, eos_token_id=tokenizer.eos_token_id,
+                                        pad_token_id=tokenizer.eos_token_id)
+        expected = tokenizer.decode(out[0, len(item.prompt_ids):], skip_special_tokens=True)
+        assert together.done[index].text == expected
