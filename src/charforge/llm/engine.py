@@ -119,7 +119,6 @@ _ENGINES: weakref.WeakSet[BatchEngine] = weakref.WeakSet()
 
 
 PREFIX_CACHE_BYTES = 256 * 2**20  # default budget of the prefix cache
-MAX_PREFILL_STREAK = 3  # prefills in a row before running rows get their next token
 
 
 class BatchEngine:
@@ -211,7 +210,6 @@ class BatchEngine:
     def _loop(self) -> None:
         import torch
 
-        streak = 0  # prefills run since the last decoding step
         with torch.inference_mode():
             while True:
                 with self._cv:
@@ -229,10 +227,8 @@ class BatchEngine:
                     newcomers = [job for job in newcomers if not _ended_if_cancelled(job)]
                     if newcomers:
                         self._guarded(newcomers, self._prefill, newcomers)
-                        streak += 1
-                    if self._rows and not self._more_to_read(streak):
+                    if self._rows:
                         self._guarded([row.job for row in self._rows], self._decode)
-                        streak = 0
                 except Exception as exc:
                     # Outside a guarded step (trimming the batch, a sink): end what this
                     # iteration held rather than let the thread die with callers waiting.
@@ -242,16 +238,6 @@ class BatchEngine:
                     with self._cv:
                         self._working = False
         self._end_all()
-
-    def _more_to_read(self, streak: int) -> bool:
-        """Whether to read the prompts that arrived during a prefill before the next
-        decoding step: a burst of arrivals then gets its first tokens one prefill apart,
-        not a prefill and a whole step apart, and the step that follows has fuller rows.
-        At most MAX_PREFILL_STREAK prefills in a row, so running rows keep moving."""
-        if not streak or streak >= MAX_PREFILL_STREAK or not self._joinable:
-            return False
-        with self._cv:
-            return bool(self._queue) and len(self._rows) < self.max_batch
 
     def _guarded(self, jobs: list[EngineJob], step: Callable[..., None], *args: Any) -> None:
         """Run one forward step; a stop or an error ends the rows it concerned."""
