@@ -608,8 +608,8 @@ def _roomy_layer_class() -> type:
             new = key_states.shape[-2]
             buffer = self._keys_buffer
             if (buffer is None or size + new > buffer.shape[-2]
-                    or (size and (self.keys.data_ptr() != buffer.data_ptr()
-                                  or self.keys.shape[0] != buffer.shape[0]))):
+                    or buffer.shape[0] != key_states.shape[0]
+                    or (size and self.keys.data_ptr() != buffer.data_ptr())):
                 shape = list(key_states.shape)
                 shape[-2] = size + new + ROOM
                 keys = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
