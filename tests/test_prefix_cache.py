@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from charforge.llm.base import Sampling
-from charforge.llm.engine import _nucleus
 from charforge.llm.local import LocalChatModel, LocalConfig
 from charforge.llm.prefixes import Prefix, PrefixCache
+from charforge.llm.sampling import nucleus_of
 
 SYSTEM = ("You are Ludwig van Beethoven, composer, in Vienna in 1824; you are deaf, proud, "
           "and you speak of music as the one thing that never lied to you.")
@@ -112,7 +112,7 @@ def test_nucleus_matches_a_full_sort():
     scaled = torch.randn(4, 1000) * 4
     scaled[3] = torch.randn(1000) * 0.01  # flat: its nucleus is wider than the top 256
     top_p = torch.tensor([0.9, 0.5, 0.99, 0.95])
-    probs, order = _nucleus(scaled, top_p)
+    probs, order = nucleus_of(scaled, top_p)
     full = torch.softmax(scaled, dim=-1)
     for row in range(4):
         ranked, ids = torch.sort(full[row], descending=True)
@@ -130,14 +130,14 @@ def test_nucleus_matches_a_full_sort():
 def test_draw_follows_each_rows_probabilities_with_its_own_generator():
     import torch
 
-    from charforge.llm.engine import _draw
+    from charforge.llm.sampling import draw
 
     # the second row is not normalised
     probs = torch.tensor([[0.0, 0.2, 0.0, 0.6, 0.2], [1.0, 1.0, 0.0, 0.0, 2.0]])
     counts = torch.zeros_like(probs)
     generators = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
     for _ in range(4000):
-        picks = _draw(probs, generators).squeeze(1)
+        picks = draw(probs, generators).squeeze(1)
         counts[0, picks[0]] += 1
         counts[1, picks[1]] += 1
     share = counts / 4000
@@ -145,6 +145,6 @@ def test_draw_follows_each_rows_probabilities_with_its_own_generator():
     assert torch.allclose(share, expected, atol=0.03), share
     assert counts[0, 0] == counts[0, 2] == counts[1, 2] == counts[1, 3] == 0
     again = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
-    first = _draw(probs, again).squeeze(1).tolist()
-    assert first == _draw(probs, [torch.Generator().manual_seed(1),
+    first = draw(probs, again).squeeze(1).tolist()
+    assert first == draw(probs, [torch.Generator().manual_seed(1),
                                   torch.Generator().manual_seed(2)]).squeeze(1).tolist()

@@ -30,8 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from charforge.llm.kvcache import plain, seed, with_room
 from charforge.llm.mixed_lora import MixedLoRA
 from charforge.llm.prefixes import Prefix, PrefixCache
+from charforge.llm.sampling import choose
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
@@ -321,9 +323,9 @@ class BatchEngine:
             mask[i, past - n:past] = 1
             mask[i, width - len(tail):] = 1
             positions[i, longest - len(tail):] = torch.arange(n, n + len(tail))
-        cache = _with_room(DynamicCache(config=self._config()))
+        cache = with_room(DynamicCache(config=self._config()))
         if past:
-            _seed(cache, [(hit[0], n) if hit else None for hit, n in zip(hits, used, strict=True)],
+            seed(cache, [(hit[0], n) if hit else None for hit, n in zip(hits, used, strict=True)],
                   past)
         mask = mask.to(self.device)
         logits = self._forward(ids.to(self.device), mask, positions.to(self.device), cache,
@@ -349,7 +351,7 @@ class BatchEngine:
     def _remember(self, jobs: list[EngineJob], used: list[int], cache: Any, mask: Any) -> None:
         """Keep the states of the openings the requests mark as shared, when no kept
         entry covered them."""
-        if not _plain(cache):
+        if not plain(cache):
             return
         for i, (job, n) in enumerate(zip(jobs, used, strict=True)):
             prompt = job.request.prompt_ids
@@ -452,33 +454,8 @@ class BatchEngine:
         for i, row in enumerate(rows):
             if row.matcher is not None:
                 logits[i] = self._constrained(row, logits[i])
-        sampled = [i for i, request in enumerate(requests) if request.temperature > 0]
-        greedy = [i for i, request in enumerate(requests) if request.temperature <= 0]
-        tokens = [0] * len(rows)
-        if greedy:
-            index = torch.tensor(greedy, device=self.device)
-            for i, token in zip(greedy, logits[index].argmax(dim=-1).tolist(), strict=True):
-                tokens[i] = token
-        if sampled:
-            index = torch.tensor(sampled, device=self.device)
-            temperature = torch.tensor([requests[i].temperature for i in sampled],
-                                       device=self.device).unsqueeze(1)
-            scaled = logits[index] / temperature
-            nucleus = [j for j, i in enumerate(sampled) if requests[i].top_p < 1.0]
-            whole = [j for j, i in enumerate(sampled) if requests[i].top_p >= 1.0]
-            if nucleus:
-                top_p = torch.tensor([requests[sampled[j]].top_p for j in nucleus],
-                                     device=self.device)
-                probs, order = _nucleus(scaled[torch.tensor(nucleus, device=self.device)], top_p)
-                picks = _draw(probs, [rows[sampled[j]].generator for j in nucleus])
-                for j, token in zip(nucleus, order.gather(1, picks).squeeze(1).tolist(),
-                                    strict=True):
-                    tokens[sampled[j]] = token
-            if whole:
-                probs = torch.softmax(scaled[torch.tensor(whole, device=self.device)], dim=-1)
-                picks = _draw(probs, [rows[sampled[j]].generator for j in whole])
-                for j, token in zip(whole, picks.squeeze(1).tolist(), strict=True):
-                    tokens[sampled[j]] = token
+        tokens = choose(logits, [(r.temperature, r.top_p) for r in requests],
+                        [row.generator for row in rows])
         for row, token in zip(rows, tokens, strict=True):
             if row.seen is not None:
                 row.seen[token] = True
@@ -500,7 +477,7 @@ class BatchEngine:
         import torch
         from torch.nn.functional import pad
 
-        if not _plain(cache):
+        if not plain(cache):
             self._joinable = False
         if self._cache is None:
             self._rows, self._cache, self._mask = rows, cache, mask
@@ -535,132 +512,6 @@ class BatchEngine:
                 layer.keys = layer.keys[..., first:, :]
                 layer.values = layer.values[..., first:, :]
             self._mask = self._mask[:, first:]
-
-
-NUCLEUS_FIRST = 256  # tokens looked at before sorting a whole vocabulary
-
-
-def _nucleus(scaled: Any, top_p: Any) -> tuple[Any, Any]:
-    """Each row's nucleus (top_p < 1) from its temperature-scaled logits [rows,
-    vocabulary]: the smallest set of most likely tokens whose mass reaches the row's
-    `top_p`, as (probabilities, token ids) [rows, k] with the tokens outside it at 0
-    (not normalised: `_draw` does not need it). Exact: the probabilities are
-    the softmax over the whole vocabulary (one logsumexp), the top tokens are found
-    with `topk` first, and only when a row's top NUCLEUS_FIRST tokens hold less than
-    its top-p is the whole vocabulary sorted. A softmax, sort and scatter over the
-    whole vocabulary for every row cost ~80 ms a step at 16 rows here, this ~5 ms."""
-    import torch
-
-    total = torch.logsumexp(scaled, dim=-1, keepdim=True)
-    k = min(NUCLEUS_FIRST, scaled.shape[-1])
-    top, order = torch.topk(scaled, k, dim=-1)
-    probs = (top - total).exp()
-    if bool((probs.sum(-1) < top_p).any()):  # a flat row: the whole vocabulary
-        top, order = torch.sort(scaled, dim=-1, descending=True)
-        probs = (top - total).exp()
-    probs[probs.cumsum(-1) - probs > top_p.unsqueeze(1)] = 0.0
-    return probs, order
-
-
-def _draw(probs: Any, generators: list[Any]) -> Any:
-    """One token index per row of `probs` [rows, k] (not necessarily normalised), in
-    proportion to its probability, from the row's own generator: inverse-CDF sampling,
-    one uniform number a row. `torch.multinomial` over a 49,152-token vocabulary took
-    ~1.5 ms a row here (25 ms a step at 16 rows), nearly all of it spent drawing."""
-    import torch
-
-    cumulative = probs.cumsum(-1)
-    uniform = torch.cat([torch.rand(1, generator=generator, device=probs.device)
-                         for generator in generators]).unsqueeze(1)
-    picks = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)
-    return picks.clamp(max=probs.shape[-1] - 1)
-
-
-def _plain(cache: Any) -> bool:
-    """Whether every layer of `cache` is a plain full-attention `DynamicLayer` (the
-    only kind the engine joins, trims and keeps openings of)."""
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(layer) in (DynamicLayer, _roomy()) for layer in cache.layers)
-
-
-ROOM = 32  # token slots a layer keeps spare, so a step writes in place
-
-
-def _roomy_layer_class() -> type:
-    """`DynamicLayer` that appends into spare slots instead of concatenating: transformers'
-    layer copies the whole cache at every step (`torch.cat`), ~6% of a 16-row step
-    here. The keys and values it shows are views of the first slots; when the engine
-    replaces them (joining, selecting or trimming rows) the next append starts a new
-    buffer from them."""
-    import torch
-    from transformers.cache_utils import DynamicLayer
-
-    class RoomyLayer(DynamicLayer):
-        _keys_buffer: Any = None
-        _values_buffer: Any = None
-
-        def update(self, key_states: Any, value_states: Any, *args: Any,
-                   **kwargs: Any) -> tuple[Any, Any]:
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            size = self.keys.shape[-2] if self.keys.dim() == 4 else 0
-            new = key_states.shape[-2]
-            buffer = self._keys_buffer
-            if (buffer is None or size + new > buffer.shape[-2]
-                    or buffer.shape[0] != key_states.shape[0]
-                    or (size and self.keys.data_ptr() != buffer.data_ptr())):
-                shape = list(key_states.shape)
-                shape[-2] = size + new + ROOM
-                keys = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
-                shape[1], shape[-1] = value_states.shape[1], value_states.shape[-1]
-                values = torch.empty(shape, dtype=value_states.dtype, device=value_states.device)
-                if size:
-                    keys[..., :size, :] = self.keys
-                    values[..., :size, :] = self.values
-                self._keys_buffer, self._values_buffer = keys, values
-            self._keys_buffer[..., size:size + new, :] = key_states
-            self._values_buffer[..., size:size + new, :] = value_states
-            self.keys = self._keys_buffer[..., :size + new, :]
-            self.values = self._values_buffer[..., :size + new, :]
-            return self.keys, self.values
-
-    return RoomyLayer
-
-
-_ROOMY: list[type] = []
-
-
-def _roomy() -> type:
-    if not _ROOMY:
-        _ROOMY.append(_roomy_layer_class())
-    return _ROOMY[0]
-
-
-def _with_room(cache: Any) -> Any:
-    """`cache` with its plain layers appending in place (others left as they are)."""
-    from transformers.cache_utils import DynamicLayer
-
-    if all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [_roomy()() for _ in cache.layers]
-    return cache
-
-
-def _seed(cache: Any, openings: list[tuple[Prefix, int] | None], width: int) -> None:
-    """Fill an empty cache with each row's kept opening (its first n tokens' states),
-    left-padded to `width`; a row with none is all padding."""
-    import torch
-    from torch.nn.functional import pad
-
-    some = next(opening for opening in openings if opening is not None)[0]
-    for number, layer in enumerate(cache.layers):
-        keys, values = [], []
-        for opening in openings:
-            entry, n = opening if opening is not None else (some, 0)
-            k, v = entry.layers[number]
-            keys.append(pad(k[..., :n, :], (0, 0, width - n, 0)))
-            values.append(pad(v[..., :n, :], (0, 0, width - n, 0)))
-        layer.update(torch.cat(keys), torch.cat(values))
 
 
 def _cache_keyword(model: Any) -> str:
