@@ -46,6 +46,7 @@ from charforge.llm.grammar import (
     constrain_strings,
     schema_of,
 )
+from charforge.llm.prefixes import common_opening
 from charforge.llm.turns import prompt_text
 from charforge.llm.vocab import grow_vocabulary
 
@@ -539,8 +540,7 @@ def _system_opening(tokenizer: Any, chat: list[ChatMessage], text: str,
     if where < 0:
         return 0
     head = _ids(tokenizer, text[:where + len(chat[0].content)])
-    size = min(len(head), len(ids))
-    return next((i for i in range(size) if head[i] != ids[i]), size)
+    return common_opening(head, ids)
 
 
 def _adapter_tokenizers(folders: Mapping[str, Path]) -> dict[str, Any]:

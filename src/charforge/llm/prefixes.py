@@ -64,7 +64,7 @@ class PrefixCache:
         for (owner, _), entry in self._entries.items():
             if owner != adapter:
                 continue
-            shared = _common(entry.ids, prompt)
+            shared = common_opening(entry.ids, prompt)
             if best is None or shared > best[1]:
                 best = (entry, shared)
         if best is None:
@@ -102,7 +102,7 @@ class PrefixCache:
             self._bytes -= self._entries.pop(key).nbytes
 
 
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
+def common_opening(a: Sequence[int], b: Sequence[int]) -> int:
     """The length of the longest common opening of two id sequences."""
     size = min(len(a), len(b))
     for i in range(size):
