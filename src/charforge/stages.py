@@ -42,7 +42,8 @@ from charforge.tasks import RecordRef, StoredRecord, TaskRow
 OutputMode = Literal["text", "json"]
 Records = list[tuple[str, dict[str, Any]]]
 # Packages whose modules register the built-in stages when imported.
-BUILTIN_STAGE_MODULES = ("charforge.generate",)
+BUILTIN_STAGE_MODULES = ("charforge.generate", "charforge.evaluate.interview",
+                         "charforge.evaluate.judges")
 
 
 class StageOptions(BaseModel):

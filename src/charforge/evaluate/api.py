@@ -1,0 +1,152 @@
+"""The evaluation verbs as Python functions (the CLI is a shell over them): interview an
+agent, judge the interviews, import Character-LLM's released results.
+
+Each runs a stage through `run_stage`, so it is recorded, resumable and never repeated:
+run the same call again after an interruption and only the missing tasks are asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+
+from charforge.aio import run_sync
+from charforge.errors import CharforgeError
+from charforge.llm.base import Sampling
+from charforge.llm.registry import load_chat_model
+from charforge.runner import DryRun, RunSummary, run_stage
+from charforge.serve.catalogue import Scene
+from charforge.stages import build_stage
+from charforge.workspace import Workspace
+
+from .agents import Agents
+from .interview import MultiInterview, SingleInterview
+from .judges import RubricJudge
+from .questions import Question, load_questions
+
+BUNDLED_QUESTIONS = Path(__file__).parents[1] / "data"
+Mode = Literal["single", "multi"]
+
+
+def _workspace(workspace: Workspace | str | Path) -> Workspace:
+    return workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+
+
+def default_questions(workspace: Workspace, slug: str, short_name: str) -> Path:
+    """The character's own question set: `characters/<slug>/interview.json` in the
+    workspace, else one shipped with charforge for that name (Beethoven's)."""
+    own = workspace.root / "characters" / slug / "interview.json"
+    if own.is_file():
+        return own
+    bundled = BUNDLED_QUESTIONS / f"interview_{short_name}.json"
+    if bundled.is_file():
+        return bundled
+    raise CharforgeError(f"no interview questions for {short_name}: pass --questions FILE "
+                         "(Character-LLM's format: a JSON list of {topic_id, topic, "
+                         f"question}}), or put them in {own}")
+
+
+def _sampling(changes: Sampling | Mapping[str, Any] | None) -> dict[str, Any]:
+    if isinstance(changes, Sampling):
+        return changes.model_dump()
+    return {k: v for k, v in dict(changes or {}).items() if v is not None}
+
+
+async def interview_async(
+    workspace: Workspace | str | Path, character_name: str, *, agent: str = "trained",
+    mode: Mode = "single", questions: str | Path | list[Question] | None = None,
+    interviewer: str | None = None, preset: Literal["charforge", "character-llm"] = "charforge",
+    location: str = "", status: str = "", turns: int = 5, limit: int | None = None,
+    concurrency: int = 16, sampling: Sampling | Mapping[str, Any] | None = None,
+    dry_run: bool = False, console: Console | None = None, show_progress: bool = True,
+) -> RunSummary | DryRun:
+    """Interview `agent` (see `charforge.evaluate.agents`) playing the character on a
+    question set, single-turn or multi-turn (an `interviewer` model asks follow-ups)."""
+    ws = _workspace(workspace)
+    character = ws.load_character(character_name)
+    if not isinstance(questions, list):
+        path = questions or default_questions(ws, character.slug, character.short_name)
+        questions = load_questions(path)
+    cls = MultiInterview if mode == "multi" else SingleInterview
+    if mode not in ("single", "multi"):
+        raise CharforgeError(f"unknown interview mode {mode!r}; use single or multi")
+    agents = Agents.of(ws)
+    scene = Scene(location=location, status=status)
+    owned = []
+    try:
+        label, model = agents.resolve(agent, character, scene)
+        models: dict[str, Any] = {"agent": model}
+        names = {"agent": label}
+        if mode == "multi":
+            interviewer_model = load_chat_model(interviewer, config=ws.config)
+            owned.append(interviewer_model)
+            models["interviewer"] = interviewer_model
+            names["interviewer"] = interviewer_model.name
+        options = {"agent": label, "questions": tuple(questions), "turns": turns,
+                   "preset": preset, "location": location, "status": status}
+        store = ws.store()
+        try:
+            stage = build_stage(cls, character, store, options=options,
+                                sampling=_sampling(sampling), templates=ws.templates())
+            return await run_stage(store, stage, models, model_names=names,
+                                   concurrency=concurrency, limit=limit, retry="failed",
+                                   dry_run=dry_run, console=console or Console(stderr=True),
+                                   show_progress=show_progress,
+                                   command=f"eval interview {character.slug} --agent {agent}")
+        finally:
+            store.close()
+    finally:
+        for model in owned:
+            await model.aclose()
+        await agents.aclose()
+
+
+def interview(workspace: Workspace | str | Path, character_name: str,
+              **kwargs: Any) -> RunSummary | DryRun:
+    return run_sync(interview_async(workspace, character_name, **kwargs),
+                    sync_name="interview", async_name="interview_async")
+
+
+async def judge_async(
+    workspace: Workspace | str | Path, character_name: str, *, judge: str | None = None,
+    preset: Literal["charforge", "character-llm"] = "charforge", samples: int = 1,
+    agents: list[str] | None = None, dimensions: list[str] | None = None,
+    location: str = "", status: str = "", limit: int | None = None, concurrency: int = 16,
+    sampling: Sampling | Mapping[str, Any] | None = None, dry_run: bool = False,
+    console: Console | None = None, show_progress: bool = True,
+) -> RunSummary | DryRun:
+    """Judge the character's interviews on Character-LLM's rubric with the `judge`
+    model (default: the workspace's default model)."""
+    ws = _workspace(workspace)
+    character = ws.load_character(character_name)
+    judge_model = load_chat_model(judge, config=ws.config)
+    options: dict[str, Any] = {"judge": judge_model.name, "samples": samples,
+                               "preset": preset, "location": location, "status": status,
+                               "agents": tuple(agents or ())}
+    if dimensions:
+        options["dimensions"] = tuple(dimensions)
+    async with judge_model:
+        store = ws.store()
+        try:
+            stage = build_stage(RubricJudge, character, store, options=options,
+                                sampling=_sampling(sampling), templates=ws.templates())
+            empty = stage.nothing_to_do()
+            if empty:
+                raise CharforgeError(f"nothing to do: {empty}")
+            return await run_stage(store, stage, judge_model,
+                                   model_names={"judge": judge_model.name},
+                                   concurrency=concurrency, limit=limit, retry="failed",
+                                   dry_run=dry_run, console=console or Console(stderr=True),
+                                   show_progress=show_progress,
+                                   command=f"eval judge {character.slug}")
+        finally:
+            store.close()
+
+
+def judge(workspace: Workspace | str | Path, character_name: str,
+          **kwargs: Any) -> RunSummary | DryRun:
+    return run_sync(judge_async(workspace, character_name, **kwargs),
+                    sync_name="judge", async_name="judge_async")

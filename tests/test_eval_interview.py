@@ -1,0 +1,179 @@
+"""Interviews and the rubric judge as stages: `charforge.evaluate.interview` and
+`charforge.evaluate.judges`, against scripted OpenAI-compatible servers (real HTTP) and
+the tiny local model with trained adapters."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from charforge.errors import CharforgeError
+from charforge.evaluate.api import interview, judge
+from charforge.evaluate.questions import item_id
+from charforge.evaluate.records import RUBRIC_DIMENSIONS
+from charforge.testing import ScriptedOpenAIServer
+
+QUESTIONS = [
+    {"topic_id": "topic-1", "topic": "past experiences", "question": "Who taught you music?"},
+    {"topic_id": "topic-2", "topic": "relationships", "question": "What of your father?"},
+    {"topic_id": "topic-4", "topic": "difficult to answer without breaking character",
+     "question": "Do you use a smartphone?"},
+]
+
+
+def role_of(request: dict) -> str:
+    system = next((m["content"] for m in request["messages"] if m["role"] == "system"), "")
+    if "You are interviewing" in system:
+        return "interviewer"
+    if "judge of role-play" in system or "Evaluation Steps" in request["messages"][0]["content"]:
+        return "judge"
+    return "agent"
+
+
+def scripted(request: dict) -> str:
+    """Agent: a long answer, except a short one to the father question; interviewer: the
+    next question; judge: a reasoned score from the dimension's name."""
+    role = role_of(request)
+    last = request["messages"][-1]["content"]
+    if role == "interviewer":
+        number = re.search(r"question (\d+) of", last).group(1)
+        return f"Interviewer: And what happened next, in year {number}?"
+    if role == "judge":
+        if "Reply with one line only" in last:
+            return "I cannot decide."  # the retry: still no score
+        if "Stability" in last:
+            return "The answers wander; nothing to score."
+        score = 3 + len(re.findall(r"Ludwig|Bonn|Vienna", last)) % 4
+        return f"The answers recall Bonn.\nScore: {score}"
+    if "father" in last:
+        return "He drank."
+    return ("<think>I must answer plainly.</think>Christian Gottlob Neefe taught me in "
+            "Bonn, and I played the organ at the court when I was still a boy.")
+
+
+@pytest.fixture
+def questions_file(tmp_path):
+    path = tmp_path / "questions.json"
+    path.write_text(json.dumps(QUESTIONS), encoding="utf-8")
+    return path
+
+
+def records(ws, kind):
+    with ws.store() as store:
+        return [r.data for r in store.records("beethoven", kind)]
+
+
+def test_single_interview_pairs_items_and_is_never_repeated(tmp_path, questions_file):
+    from conftest import teacher_workspace
+
+    with ScriptedOpenAIServer(responder=scripted) as server:
+        ws = teacher_workspace(tmp_path / "ws", server.base_url)
+        first = interview(ws, "beethoven", agent="prompted:teacher", questions=questions_file,
+                          show_progress=False)
+        asked = len(server.chat_requests)
+        again = interview(ws, "beethoven", agent="prompted:teacher",
+                          questions=questions_file, show_progress=False)
+        assert (first.done, again.done, len(server.chat_requests)) == (3, 0, asked)
+        other = interview(ws, "beethoven", agent="model:teacher", questions=questions_file,
+                          show_progress=False)
+        assert other.done == 3
+        system = server.chat_requests[0].json["messages"][0]
+        assert system["role"] == "system" and "Beethoven" in system["content"]
+        assert all(m["role"] != "system" for m in server.chat_requests[-1].json["messages"])
+        sampled = server.chat_requests[0].json
+        assert sampled["temperature"] == 0.2 and isinstance(sampled["seed"], int)
+
+    done = records(ws, "interview")
+    assert len(done) == 6
+    by_agent = {}
+    for record in done:
+        by_agent.setdefault(record["agent"], set()).add(record["item"])
+    assert set(by_agent) == {"prompted:teacher", "model:teacher"}
+    assert by_agent["prompted:teacher"] == by_agent["model:teacher"] == {
+        item_id(q["topic_id"], q["question"]) for q in QUESTIONS}
+    neefe = next(r for r in done if "taught" in r["turns"][0]["question"])
+    assert neefe["turns"][0]["answer"].startswith("Christian Gottlob Neefe")
+    assert neefe["turns"][0]["thinking"] == "I must answer plainly."
+    assert neefe["temperature"] == 0.2 and isinstance(neefe["seed"], int)
+
+
+def test_multi_turn_interviewer_follows_up_and_reasks(tmp_path, questions_file):
+    from conftest import teacher_workspace
+
+    with ScriptedOpenAIServer(responder=scripted) as server:
+        ws = teacher_workspace(tmp_path / "ws", server.base_url)
+        summary = interview(ws, "beethoven", agent="prompted:teacher", mode="multi",
+                            questions=questions_file, interviewer="teacher", limit=2,
+                            show_progress=False)
+        prompts = [r.json["messages"][-1]["content"] for r in server.chat_requests
+                   if role_of(r.json) == "interviewer"]
+    assert summary.done == 2
+    done = records(ws, "interview")
+    assert {len(r["turns"]) for r in done} == {5}
+    father = next(r for r in done if "father" in r["turns"][0]["question"])
+    assert father["turns"][1]["question"] == "And what happened next, in year 2?"
+    # a vague first answer ("He drank.") earns a follow-up; question 4 of 5 re-asks the first
+    assert any("last answer was vague" in p and "question 2 of 5" in p for p in prompts)
+    reasks = [p for p in prompts if "question 4 of 5" in p]
+    assert len(reasks) == 2 and all("ask again, in other words" in p for p in reasks)
+    assert any('"What of your father?"' in p for p in reasks)
+
+
+def test_rubric_judge_scores_retries_once_and_records_unscored(tmp_path, questions_file):
+    from conftest import teacher_workspace
+
+    with ScriptedOpenAIServer(responder=scripted) as server:
+        ws = teacher_workspace(tmp_path / "ws", server.base_url)
+        interview(ws, "beethoven", agent="prompted:teacher", questions=questions_file,
+                  show_progress=False)
+        before = len(server.chat_requests)
+        result = judge(ws, "beethoven", judge="teacher", show_progress=False)
+        judge_requests = server.chat_requests[before:]
+        again = judge(ws, "beethoven", judge="teacher", show_progress=False)
+    assert result.done == 3 * len(RUBRIC_DIMENSIONS) and again.done == 0
+    # stability has no score: asked once more, so 3 extra requests in all
+    assert len(judge_requests) == 3 * len(RUBRIC_DIMENSIONS) + 3
+    judged = records(ws, "judgment")
+    unscored = [j for j in judged if j["score"] is None]
+    assert {j["dimension"] for j in unscored} == {"stability"} and len(unscored) == 3
+    assert all("[unscored:" in j["reasoning"] for j in unscored)
+    assert all(1 <= j["score"] <= 7 for j in judged if j["score"] is not None)
+
+
+def test_character_llm_preset_uses_the_seed_prompts(tmp_path, questions_file):
+    from conftest import teacher_workspace
+
+    with ScriptedOpenAIServer(responder=lambda r: "Fine facts.\n5\n5") as server:
+        ws = teacher_workspace(tmp_path / "ws", server.base_url)
+        interview(ws, "beethoven", agent="chatgpt-baseline:teacher", questions=questions_file,
+                  show_progress=False)
+        agent_system = server.chat_requests[0].json["messages"][0]["content"]
+        judge(ws, "beethoven", judge="teacher", preset="character-llm",
+              dimensions=["memorization"], show_progress=False)
+        judge_prompts = [r.json["messages"][0]["content"] for r in server.chat_requests[3:]]
+    assert agent_system.startswith("I want you to act like Ludwig van Beethoven.")
+    assert len(judge_prompts) == 3
+    assert all("Factual Correctness (1-7)" in p for p in judge_prompts)
+    assert any("Man (speaking): Who taught you music?" in p for p in judge_prompts)
+    assert {j["score"] for j in records(ws, "judgment")} == {5}
+
+
+def test_bad_input_is_one_line(tmp_path):
+    from conftest import teacher_workspace
+
+    ws = teacher_workspace(tmp_path / "ws", "http://127.0.0.1:9")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"questions": ["a"]}))
+    with pytest.raises(CharforgeError, match="expected a JSON list"):
+        interview(ws, "beethoven", agent="prompted", questions=wrong)
+    wrong.write_text(json.dumps([{"topic": "x", "question": "y"}]))
+    with pytest.raises(CharforgeError, match="entry 1, topic_id"):
+        interview(ws, "beethoven", agent="prompted", questions=wrong)
+    with pytest.raises(CharforgeError, match="unknown agent 'robot'"):
+        interview(ws, "beethoven", agent="robot")
+    with pytest.raises(CharforgeError, match="no trained run"):
+        interview(ws, "beethoven", agent="trained")
+    with pytest.raises(CharforgeError, match="no interviews to judge"):
+        judge(ws, "beethoven", judge="teacher")
