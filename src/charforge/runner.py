@@ -92,13 +92,14 @@ class DryRun:
 def task_config(stage: TaskStage, models: Mapping[str, ChatModel],
                 names: Mapping[str, str] | None = None) -> TaskConfig:
     """How every task of `stage` is asked with these models (names default to the
-    models' own)."""
+    models' own). A stage that renders no template (an import) has version 0."""
     refs = {role: ModelRef(name=(names or {}).get(role, model.name), fp=model_fingerprint(model))
             for role, model in models.items()}
     return TaskConfig(models=refs, prompt_fp=stage.prompt_fingerprint(),
                       output_fp=stage.output_fingerprint(), sampling=stage.context.sampling,
                       mode=stage.mode, template=stage.user_template,
-                      template_version=stage.templates.version(stage.user_template))
+                      template_version=stage.templates.version(stage.user_template)
+                      if stage.user_template else 0)
 
 
 def task_specs(stage: TaskStage, config: TaskConfig) -> Iterator[TaskSpec]:
