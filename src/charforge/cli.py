@@ -36,6 +36,7 @@ from charforge.cli_common import (
 )
 from charforge.cli_converse import converse_command
 from charforge.cli_data import dataset_build, review
+from charforge.cli_eval import eval_app
 from charforge.cli_export import export_app
 from charforge.cli_serve import chat, serve
 from charforge.cli_train import train_app
@@ -453,6 +454,7 @@ app.command()(chat)
 app.command("converse")(converse_command)
 app.add_typer(export_app, name="export")
 app.add_typer(checkpoint_app, name="checkpoint")
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:
