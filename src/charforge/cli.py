@@ -160,7 +160,7 @@ def character_export(
 def _stage_names() -> dict[str, str]:
     from charforge.stages import registered_stages
 
-    return {name: name for name in registered_stages()}
+    return {name: name for name, cls in registered_stages().items() if cls.generation}
 
 
 StageName = StrEnum("StageName", _stage_names())
@@ -246,6 +246,8 @@ def _stage_option_parameters() -> tuple[dict[str, set[str]], list[inspect.Parame
 
     uses: dict[str, list[tuple[str, Any]]] = {}
     for stage_name, cls in registered_stages().items():
+        if not cls.generation:
+            continue
         for field, info in cls.Options.model_fields.items():
             uses.setdefault(field, []).append((stage_name, info))
     parameters = []

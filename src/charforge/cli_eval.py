@@ -110,6 +110,10 @@ def judge_command(
     dimension: Annotated[list[str] | None, typer.Option(
         help="only this dimension (repeatable): memorization, values, personality, "
         "hallucination, stability", show_default=False)] = None,
+    mode: Annotated[list[str] | None, typer.Option(
+        help="only single or multi interviews (repeatable)", show_default=False)] = None,
+    topic: Annotated[list[str] | None, typer.Option(
+        help="only this topic id (repeatable), e.g. topic-4", show_default=False)] = None,
     limit: LimitOption = None,
     dry_run: Annotated[bool, typer.Option(help="count the tasks; ask nothing")] = False,
     workspace: WorkspaceOption = None,
@@ -124,7 +128,8 @@ def judge_command(
         _check_preset(preset)
         ws = find_workspace(workspace)
         result = judge_interviews(ws, character, judge=judge, preset=preset, samples=samples,
-                                  agents=agent, dimensions=dimension, limit=limit,
+                                  agents=agent, dimensions=dimension, modes=mode,
+                                  topics=topic, limit=limit,
                                   sampling={"temperature": temperature}, dry_run=dry_run)
     except CharforgeError as exc:
         _fail(exc)
@@ -167,3 +172,37 @@ def import_characterllm_command(
         raise typer.Exit(130)
     if not summary.imported:
         raise typer.Exit(1)
+
+
+@eval_app.command("report")
+def report_command(
+    character: Annotated[list[str] | None, typer.Argument(
+        help="characters (default: every one with interviews)", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="folder [default: reports/evaluation in the workspace]",
+        show_default=False)] = None,
+    no_metrics: Annotated[bool, typer.Option(
+        "--no-metrics", help="judgments only: skip the judge-free metrics")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Write the evaluation report (Markdown, a self-contained HTML page with charts, and
+    JSON): per dimension and agent the mean and n, paired 95% intervals and win rates
+    between agents, judge agreement, the judge-free metrics, the weakest answers."""
+    from charforge.errors import CharforgeError
+    from charforge.evaluate.reporting import evaluation_report, report_summary
+
+    try:
+        ws = find_workspace(workspace)
+        metrics = None
+        if not no_metrics:
+            from charforge.evaluate.metrics import workspace_metrics as metrics
+        report, files = evaluation_report(ws, output, characters=character, metrics=metrics)
+    except CharforgeError as exc:
+        _fail(exc)
+        return
+    for warning in report.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    for line in report_summary(report):
+        out.print(line, markup=False, highlight=False)
+    for name in ("report.md", "report.html", "report.json"):
+        out.print(f"{name}: {shown_path(files[name])}", markup=False, highlight=False)

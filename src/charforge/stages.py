@@ -102,6 +102,9 @@ class TaskStage(ABC):
     roles: ClassVar[tuple[str, ...]] = ("teacher",)
     sampling: ClassVar[Sampling] = Sampling()
     record_version: ClassVar[int] = 1
+    # Offered by `charforge generate` (teacher stages); interviews and judges have verbs
+    # of their own (`charforge eval ...`).
+    generation: ClassVar[bool] = True
 
     def __init__(self, context: StageContext) -> None:
         self.context = context

@@ -114,7 +114,8 @@ async def judge_async(
     workspace: Workspace | str | Path, character_name: str, *, judge: str | None = None,
     preset: Literal["charforge", "character-llm"] = "charforge", samples: int = 1,
     agents: list[str] | None = None, dimensions: list[str] | None = None,
-    location: str = "", status: str = "", limit: int | None = None, concurrency: int = 16,
+    modes: list[Mode] | None = None, topics: list[str] | None = None, location: str = "",
+    status: str = "", limit: int | None = None, concurrency: int = 16,
     sampling: Sampling | Mapping[str, Any] | None = None, dry_run: bool = False,
     console: Console | None = None, show_progress: bool = True,
 ) -> RunSummary | DryRun:
@@ -128,6 +129,10 @@ async def judge_async(
                                "agents": tuple(agents or ())}
     if dimensions:
         options["dimensions"] = tuple(dimensions)
+    if modes:
+        options["modes"] = tuple(modes)
+    if topics:
+        options["topics"] = tuple(topics)
     async with judge_model:
         store = ws.store()
         try:

@@ -76,6 +76,7 @@ class ImportedInterviews(TaskStage):
     system_template: ClassVar[str | None] = None
     user_template: ClassVar[str] = ""
     repair_template: ClassVar[str | None] = None
+    generation: ClassVar[bool] = False
     Options: ClassVar[type[StageOptions]] = ImportOptions
     roles: ClassVar[tuple[str, ...]] = ("source",)
 

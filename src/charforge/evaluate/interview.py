@@ -84,6 +84,7 @@ class _Interview(TaskStage):
     system_template: ClassVar[str | None] = None
     repair_template: ClassVar[str | None] = None
     template_dirs: ClassVar[tuple[Path, ...]] = (PROMPTS,)
+    generation: ClassVar[bool] = False
     Options: ClassVar[type[StageOptions]] = InterviewOptions
     sampling: ClassVar[Sampling] = AGENT_SAMPLING
     mode_name: ClassVar[Literal["single", "multi"]] = "single"

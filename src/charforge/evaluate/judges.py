@@ -46,6 +46,10 @@ class JudgeOptions(StageOptions):
     dimensions: tuple[str, ...] = Field(default=RUBRIC_DIMENSIONS, min_length=1)
     agents: tuple[str, ...] = Field(default=(), description="judge only these agents' "
                                     "interviews (all when empty)")
+    modes: tuple[Literal["single", "multi"], ...] = Field(
+        default=("single", "multi"), min_length=1, description="which interviews")
+    topics: tuple[str, ...] = Field(default=(), description="only these topic ids (all "
+                                    "when empty)")
     samples: int = Field(default=1, ge=1, le=20, description="judgments per interview and "
                          "dimension (above 1 only at a temperature above 0)")
     preset: Literal["charforge", "character-llm"] = "charforge"
@@ -84,6 +88,7 @@ class RubricJudge(TaskStage):
     user_template: ClassVar[str] = "judge_rubric"
     repair_template: ClassVar[str | None] = "judge_retry"
     template_dirs: ClassVar[tuple[Path, ...]] = (PROMPTS,)
+    generation: ClassVar[bool] = False
     Options: ClassVar[type[StageOptions]] = JudgeOptions
     roles: ClassVar[tuple[str, ...]] = ("judge",)
     sampling: ClassVar[Sampling] = JUDGE_SAMPLING
@@ -109,10 +114,12 @@ class RubricJudge(TaskStage):
 
     def _read_interviews(self) -> dict[RecordRef, InterviewRecord]:
         if not self.interviews:
-            wanted = set(self.options.agents)
+            options = self.options
             for stored in self.context.reader.records(self.character.slug, INTERVIEW_KIND):
                 record = InterviewRecord.model_validate(stored.data)
-                if not wanted or record.agent in wanted:
+                if ((not options.agents or record.agent in options.agents)
+                        and record.mode in options.modes
+                        and (not options.topics or record.topic_id in options.topics)):
                     self.interviews[(stored.task_id, stored.idx)] = record
         return self.interviews
 

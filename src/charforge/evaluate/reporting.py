@@ -1,0 +1,126 @@
+"""The evaluation report from the store: every judgment of the chosen characters as
+`ScoreRow`s (with the answer it judged), the judge-free metrics as `MetricRow`s, the
+warnings a reader must see, then `report.build_report` and `report.write_report`.
+
+An item is `<mode>:<item>` in the report, so a single-turn and a multi-turn interview on
+the same question are never paired with each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from charforge.errors import CharforgeError
+from charforge.store import Store
+from charforge.workspace import Workspace
+
+from .records import INTERVIEW_KIND, JUDGMENT_KIND, InterviewRecord, Judgment, MetricRow, ScoreRow
+from .report import Report, build_report, write_report
+
+MetricsHook = Callable[[Workspace, dict[str, list[InterviewRecord]]], list[MetricRow]]
+
+
+def interviews_of(store: Store, slug: str) -> list[InterviewRecord]:
+    return [InterviewRecord.model_validate(r.data) for r in store.records(slug, INTERVIEW_KIND)]
+
+
+def score_rows(store: Store, slug: str) -> list[ScoreRow]:
+    """Every current judgment of the character, with the answers it judged."""
+    answers = {(r.agent, r.mode, r.item): "\n\n".join(t.answer for t in r.turns)
+               for r in interviews_of(store, slug)}
+    rows = []
+    for stored in store.records(slug, JUDGMENT_KIND):
+        j = Judgment.model_validate(stored.data)
+        rows.append(ScoreRow(character=slug, agent=j.agent, item=f"{j.mode}:{j.item}",
+                             dimension=j.dimension, judge=j.judge, sample=j.sample,
+                             score=j.score, low=j.low, high=j.high, reasoning=j.reasoning,
+                             answer=answers.get((j.agent, j.mode, j.item), "")))
+    return rows
+
+
+def _models_by_stage(store: Store, slug: str) -> dict[str, set[str]]:
+    """Model names by role, over the character's current tasks."""
+    found: dict[str, set[str]] = {}
+    for character, _stage, models, *_ in store.identity_groups():
+        if character != slug or not models:
+            continue
+        for role, ref in models.items():
+            name = ref.get("name") if isinstance(ref, dict) else None
+            if name:
+                found.setdefault(role, set()).add(name)
+    return found
+
+
+def same_model_warnings(store: Store, slug: str, interviews: Sequence[InterviewRecord]
+                        ) -> list[str]:
+    """A judge that is also the character's teacher, or the model behind an agent."""
+    roles = _models_by_stage(store, slug)
+    judges = roles.get("judge", set())
+    warnings = []
+    for judge in sorted(judges):
+        if judge in roles.get("teacher", set()):
+            warnings.append(f"{slug}: the judge {judge} also wrote this character's training "
+                            "data (teacher): it may favour what it wrote")
+        agents = sorted({r.agent for r in interviews
+                         if r.model.endswith(f"@{judge}") or r.model == judge
+                         or r.agent.endswith(f":{judge}")})
+        if agents:
+            warnings.append(f"{slug}: the judge {judge} is also the model behind "
+                            f"{', '.join(agents)}: it may favour its own answers")
+    return warnings
+
+
+def collect(ws: Workspace, characters: Sequence[str] | None = None,
+            metrics: MetricsHook | None = None) -> tuple[list[ScoreRow], list[MetricRow],
+                                                         list[str], list[str]]:
+    """(scores, metrics, warnings, notes) of `characters` (default: every character with
+    interviews in the store)."""
+    chosen = [ws.load_character(name) for name in characters] if characters else \
+        ws.characters()
+    scores: list[ScoreRow] = []
+    warnings: list[str] = []
+    interviews: dict[str, list[InterviewRecord]] = {}
+    with ws.store() as store:
+        for character in chosen:
+            found = interviews_of(store, character.slug)
+            if not found:
+                continue
+            interviews[character.slug] = found
+            scores += score_rows(store, character.slug)
+            warnings += same_model_warnings(store, character.slug, found)
+    if not interviews:
+        raise CharforgeError("no interviews in the store for "
+                             f"{', '.join(c.slug for c in chosen) or 'any character'}; run "
+                             "charforge eval interview (or import-characterllm) first")
+    notes = [f"{slug}: {len(found)} interviews ({', '.join(sorted({r.agent for r in found}))})"
+             for slug, found in interviews.items()]
+    unscored = sum(row.score is None for row in scores)
+    if unscored:
+        notes.append(f"{unscored} of {len(scores)} judgments gave no readable score after one "
+                     "retry: counted as unscored, never as a score")
+    rows = metrics(ws, interviews) if metrics is not None else []
+    return scores, rows, warnings, notes
+
+
+def evaluation_report(ws: Workspace, folder: str | Path | None = None, *,
+                      characters: Sequence[str] | None = None,
+                      metrics: MetricsHook | None = None, resamples: int = 10_000,
+                      title: str = "charforge evaluation") -> tuple[Report, dict[str, Path]]:
+    """Build the report from the store and write it to `folder` (default:
+    `<workspace>/reports/evaluation`)."""
+    scores, rows, warnings, notes = collect(ws, characters, metrics)
+    judges = sorted({row.judge for row in scores})
+    samples = max((row.sample for row in scores), default=0) + 1
+    report = build_report(scores, rows, title=title, notes=notes, warnings=warnings,
+                          judge_samples={"judges": judges, "samples": samples},
+                          resamples=resamples)
+    target = Path(folder) if folder else ws.root / "reports" / "evaluation"
+    return report, write_report(report, target)
+
+
+def report_summary(report: Report) -> list[str]:
+    """Lines for the terminal: per character and dimension, each agent's mean and n."""
+    return [f"{m.character} · {m.dimension} · {m.agent}: "
+            f"{'-' if m.mean is None else f'{m.mean:.2f}'} (n={m.n}"
+            f"{f', {m.unscored} unscored' if m.unscored else ''})" for m in report.means]
