@@ -100,6 +100,15 @@ def judge_command(
     judge: Annotated[str | None, typer.Option(
         help="the judge model (default: the workspace's default model)",
         show_default=False)] = None,
+    kind: Annotated[str, typer.Option(
+        "--kind", help="rubric (Character-LLM, 1-7), rank (PersLLM: the --agent answers side "
+        "by side, balanced rotations) or accuracy (PersLLM: 0-5 against --references)")
+    ] = "rubric",
+    references: Annotated[Path | None, typer.Option(
+        help="reference answers for --kind accuracy (JSON)", show_default=False)] = None,
+    rounds: Annotated[int | None, typer.Option(
+        help="rotations per item for --kind rank [default: one per agent]",
+        show_default=False)] = None,
     preset: PresetOption = "charforge",
     samples: Annotated[int, typer.Option(help="judgments per interview and dimension (above "
                                          "1 needs --temperature above 0)")] = 1,
@@ -118,16 +127,21 @@ def judge_command(
     dry_run: Annotated[bool, typer.Option(help="count the tasks; ask nothing")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Score the character's interviews on Character-LLM's rubric (1-7, reasoning first;
-    an answer with no score is asked again once, then recorded as unscored)."""
+    """Judge the character's interviews: Character-LLM's rubric (1-7, reasoning first; an
+    answer with no score is asked again once, then recorded as unscored), PersLLM's ranking
+    or its knowledge/attitude accuracy."""
     from charforge.errors import CharforgeError
     from charforge.evaluate.api import judge as judge_interviews
     from charforge.runner import DryRun
 
     try:
         _check_preset(preset)
+        stages = {"rubric": "judge", "rank": "judge-rank", "accuracy": "judge-accuracy"}
+        if kind not in stages:
+            raise CharforgeError(f"unknown --kind {kind!r}; use rubric, rank or accuracy")
         ws = find_workspace(workspace)
         result = judge_interviews(ws, character, judge=judge, preset=preset, samples=samples,
+                                  stage=stages[kind], references=references, rounds=rounds,
                                   agents=agent, dimensions=dimension, modes=mode,
                                   topics=topic, limit=limit,
                                   sampling={"temperature": temperature}, dry_run=dry_run)

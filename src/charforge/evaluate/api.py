@@ -25,10 +25,12 @@ from charforge.workspace import Workspace
 from .agents import Agents
 from .interview import MultiInterview, SingleInterview
 from .judges import RubricJudge
+from .persllm_judges import AccuracyJudge, RankJudge, load_references
 from .questions import Question, load_questions
 
 BUNDLED_QUESTIONS = Path(__file__).parents[1] / "data"
 Mode = Literal["single", "multi"]
+JUDGE_STAGES = {"judge": RubricJudge, "judge-rank": RankJudge, "judge-accuracy": AccuracyJudge}
 
 
 def _workspace(workspace: Workspace | str | Path) -> Workspace:
@@ -114,39 +116,57 @@ async def judge_async(
     workspace: Workspace | str | Path, character_name: str, *, judge: str | None = None,
     preset: Literal["charforge", "character-llm"] = "charforge", samples: int = 1,
     agents: list[str] | None = None, dimensions: list[str] | None = None,
+    stage: str = "judge", references: str | Path | None = None, rounds: int | None = None,
     modes: list[Mode] | None = None, topics: list[str] | None = None, location: str = "",
     status: str = "", limit: int | None = None, concurrency: int = 16,
     sampling: Sampling | Mapping[str, Any] | None = None, dry_run: bool = False,
     console: Console | None = None, show_progress: bool = True,
 ) -> RunSummary | DryRun:
-    """Judge the character's interviews on Character-LLM's rubric with the `judge`
-    model (default: the workspace's default model)."""
+    """Judge the character's interviews with the `judge` model (default: the workspace's
+    default model): Character-LLM's rubric (`stage="judge"`), PersLLM's ranking of
+    `agents` in balanced rotations (`"judge-rank"`), or its knowledge and attitude
+    accuracy against `references` (`"judge-accuracy"`, a JSON file)."""
     ws = _workspace(workspace)
     character = ws.load_character(character_name)
+    if stage not in JUDGE_STAGES:
+        raise CharforgeError(f"unknown judge {stage!r}; judges: {', '.join(JUDGE_STAGES)}")
+    cls = JUDGE_STAGES[stage]
     judge_model = load_chat_model(judge, config=ws.config)
-    options: dict[str, Any] = {"judge": judge_model.name, "samples": samples,
-                               "preset": preset, "location": location, "status": status,
-                               "agents": tuple(agents or ())}
-    if dimensions:
-        options["dimensions"] = tuple(dimensions)
-    if modes:
-        options["modes"] = tuple(modes)
-    if topics:
-        options["topics"] = tuple(topics)
+    options: dict[str, Any] = {"judge": judge_model.name}
+    if stage == "judge":
+        options.update(samples=samples, preset=preset, location=location, status=status,
+                       agents=tuple(agents or ()))
+        if dimensions:
+            options["dimensions"] = tuple(dimensions)
+        if modes:
+            options["modes"] = tuple(modes)
+        if topics:
+            options["topics"] = tuple(topics)
+    elif stage == "judge-rank":
+        options.update(agents=tuple(agents or ()), rounds=rounds,
+                       mode=(modes or ["single"])[0])
+    else:
+        if references is None:
+            raise CharforgeError("judge-accuracy needs --references FILE (a JSON list of "
+                                 "{item or topic_id+question, kind, reference})")
+        options.update(references=load_references(references), agents=tuple(agents or ()))
     async with judge_model:
         store = ws.store()
         try:
-            stage = build_stage(RubricJudge, character, store, options=options,
+            built = build_stage(cls, character, store, options=options,
                                 sampling=_sampling(sampling), templates=ws.templates())
-            empty = stage.nothing_to_do()
+            empty = built.nothing_to_do()
             if empty:
                 raise CharforgeError(f"nothing to do: {empty}")
-            return await run_stage(store, stage, judge_model,
-                                   model_names={"judge": judge_model.name},
-                                   concurrency=concurrency, limit=limit, retry="failed",
-                                   dry_run=dry_run, console=console or Console(stderr=True),
-                                   show_progress=show_progress,
-                                   command=f"eval judge {character.slug}")
+            result = await run_stage(store, built, judge_model,
+                                     model_names={"judge": judge_model.name},
+                                     concurrency=concurrency, limit=limit, retry="failed",
+                                     dry_run=dry_run, console=console or Console(stderr=True),
+                                     show_progress=show_progress,
+                                     command=f"eval judge {character.slug} ({stage})")
+            if isinstance(result, RunSummary):
+                result.notes = built.report()
+            return result
         finally:
             store.close()
 

@@ -79,6 +79,7 @@ class Ranking(_Record):
     """One judge's order of agents' answers to one item, as shown in one rotation."""
 
     item: str
+    mode: InterviewMode = "single"
     judge: str
     rotation: int
     shown: list[str] = Field(description="agents in the order their answers were shown")
