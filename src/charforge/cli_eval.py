@@ -209,7 +209,7 @@ def report_command(
         ws = find_workspace(workspace)
         metrics = None
         if not no_metrics:
-            from charforge.evaluate.metrics import workspace_metrics as metrics
+            from charforge.evaluate.reporting import workspace_metrics as metrics
         report, files = evaluation_report(ws, output, characters=character, metrics=metrics)
     except CharforgeError as exc:
         _fail(exc)

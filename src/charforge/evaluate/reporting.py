@@ -124,3 +124,37 @@ def report_summary(report: Report) -> list[str]:
     return [f"{m.character} · {m.dimension} · {m.agent}: "
             f"{'-' if m.mean is None else f'{m.mean:.2f}'} (n={m.n}"
             f"{f', {m.unscored} unscored' if m.unscored else ''})" for m in report.means]
+
+
+# At most this many answers per character and agent are embedded for the report's profile
+# similarity (MiniLM on 2 CPU cores: ~100 answers a second), in store order.
+SIMILARITY_ANSWERS = 60
+
+
+def workspace_metrics(ws: Workspace, interviews: dict[str, list[InterviewRecord]]
+                      ) -> list[MetricRow]:
+    """The judge-free metrics of the report: per character and agent, similarity of the
+    answers to the profile, the protective-refusal rate on anachronism probes, and BLEU
+    distinctiveness of each agent's answers within and between characters."""
+    from charforge.retrieval import default_embedder
+
+    from .metrics import distinctiveness_rows, probe_topic_ids, profile_similarity, refusal_rows
+
+    embedder = default_embedder()
+    rows: list[MetricRow] = []
+    answers: dict[tuple[str, str, str | None], list[str]] = {}
+    for slug, records in interviews.items():
+        character = ws.load_character(slug)
+        by_agent: dict[str, list[InterviewRecord]] = {}
+        for record in records:
+            by_agent.setdefault(record.agent, []).append(record)
+            answers.setdefault((slug, record.agent, None), []).extend(
+                turn.answer for turn in record.turns if turn.answer)
+        sample = {agent: found[:SIMILARITY_ANSWERS] for agent, found in by_agent.items()}
+        rows += profile_similarity(sample, character.profile_or_knowledge(), embedder,
+                                   character=slug)
+        probes = probe_topic_ids(records)
+        if probes:
+            rows += refusal_rows(by_agent, probes, character=slug)
+    rows += distinctiveness_rows(answers)
+    return rows
