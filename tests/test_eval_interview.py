@@ -177,3 +177,42 @@ def test_bad_input_is_one_line(tmp_path):
         interview(ws, "beethoven", agent="trained")
     with pytest.raises(CharforgeError, match="no interviews to judge"):
         judge(ws, "beethoven", judge="teacher")
+
+
+def teacher_questions(request: dict) -> str:
+    """Numbered questions on the prompt's topic; the anachronism topic asks of later things."""
+    prompt = request["messages"][-1]["content"]
+    if "could not answer without stepping out" in prompt:
+        return "1. Do you use a smartphone to write your music?\n2. What is Python to you?"
+    return ("1. What do you remember of your father's lessons in Bonn?\n"
+            "2. Why did you leave Bonn for Vienna?\n"
+            "Here are more thoughts.")
+
+
+def test_questions_written_per_topic_feed_the_interview(tmp_path, monkeypatch):
+    from charforge.evaluate.api import questions
+
+    from conftest import teacher_workspace
+
+    with ScriptedOpenAIServer(responder=teacher_questions) as server:
+        ws = teacher_workspace(tmp_path / "ws", server.base_url)
+        (ws.root / "characters" / "beethoven").mkdir(parents=True, exist_ok=True)
+        written = questions(ws, "beethoven", teacher="teacher", per_topic=2,
+                            topics=["topic-1", "topic-4"], show_progress=False)
+        assert written.done == 2 and written.rejected == 0
+        again = questions(ws, "beethoven", teacher="teacher", per_topic=2,
+                          topics=["topic-1", "topic-4"], show_progress=False)
+        assert again.done == 0
+        asked = records(ws, "interview_question")
+        assert {(q["topic_id"], q["question"]) for q in asked} == {
+            ("topic-1", "What do you remember of your father's lessons in Bonn?"),
+            ("topic-1", "Why did you leave Bonn for Vienna?"),
+            ("topic-4", "Do you use a smartphone to write your music?"),
+            ("topic-4", "What is Python to you?")}
+        assert all(q["topic"] for q in asked)
+        # Beethoven has a shipped question set; without it the written ones are used
+        from charforge.evaluate import api
+
+        monkeypatch.setattr(api, "BUNDLED_QUESTIONS", tmp_path / "none")
+        result = interview(ws, "beethoven", agent="model:teacher", show_progress=False)
+    assert result.done == 4

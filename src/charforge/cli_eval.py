@@ -94,6 +94,39 @@ def interview_command(
         _fail(exc)
 
 
+@eval_app.command("questions")
+def questions_command(
+    character: CharacterArg,
+    teacher: Annotated[str | None, typer.Option(
+        help="the model that writes them (default: the workspace's default model)",
+        show_default=False)] = None,
+    per_topic: Annotated[int, typer.Option(help="questions per topic")] = 10,
+    topic: Annotated[list[str] | None, typer.Option(
+        help="only this topic (repeatable): topic-1 past, topic-2 relationships, topic-3 "
+        "values, topic-4 anachronism probes", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option(help="count the tasks and show the first "
+                                          "prompt; ask nothing")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Have a teacher write interview questions from the profile, per Character-LLM topic
+    (recorded; `eval interview` uses them when the character has no question set)."""
+    from charforge.errors import CharforgeError
+    from charforge.evaluate.api import questions
+    from charforge.runner import DryRun
+
+    try:
+        ws = find_workspace(workspace)
+        result = questions(ws, character, teacher=teacher, per_topic=per_topic, topics=topic,
+                           dry_run=dry_run)
+    except CharforgeError as exc:
+        _fail(exc)
+        return
+    if isinstance(result, DryRun):
+        out.print(f"{result.tasks} request(s) to ask", highlight=False)
+        return
+    report_run("questions", result)
+
+
 @eval_app.command("judge")
 def judge_command(
     character: CharacterArg,

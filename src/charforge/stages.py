@@ -43,7 +43,8 @@ OutputMode = Literal["text", "json"]
 Records = list[tuple[str, dict[str, Any]]]
 # Packages whose modules register the built-in stages when imported.
 BUILTIN_STAGE_MODULES = ("charforge.generate", "charforge.evaluate.interview",
-                         "charforge.evaluate.judges", "charforge.evaluate.persllm_judges")
+                         "charforge.evaluate.judges", "charforge.evaluate.persllm_judges",
+                         "charforge.evaluate.interview_questions")
 
 
 class StageOptions(BaseModel):

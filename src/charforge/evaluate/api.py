@@ -24,6 +24,7 @@ from charforge.workspace import Workspace
 
 from .agents import Agents
 from .interview import MultiInterview, SingleInterview
+from .interview_questions import questions_from_store
 from .judges import RubricJudge
 from .persllm_judges import AccuracyJudge, RankJudge, load_references
 from .questions import Question, load_questions
@@ -37,18 +38,24 @@ def _workspace(workspace: Workspace | str | Path) -> Workspace:
     return workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
 
 
-def default_questions(workspace: Workspace, slug: str, short_name: str) -> Path:
+def default_questions(workspace: Workspace, slug: str, short_name: str) -> list[Question]:
     """The character's own question set: `characters/<slug>/interview.json` in the
-    workspace, else one shipped with charforge for that name (Beethoven's)."""
+    workspace, else one shipped with charforge for that name (Beethoven's), else the
+    questions written for it by `charforge eval questions`."""
     own = workspace.root / "characters" / slug / "interview.json"
     if own.is_file():
-        return own
+        return load_questions(own)
     bundled = BUNDLED_QUESTIONS / f"interview_{short_name}.json"
     if bundled.is_file():
-        return bundled
+        return load_questions(bundled)
+    with workspace.store() as store:
+        generated = questions_from_store(store, slug)
+    if generated:
+        return generated
     raise CharforgeError(f"no interview questions for {short_name}: pass --questions FILE "
                          "(Character-LLM's format: a JSON list of {topic_id, topic, "
-                         f"question}}), or put them in {own}")
+                         f"question}}), put them in {own}, or have a teacher write them: "
+                         f"charforge eval questions {slug}")
 
 
 def _sampling(changes: Sampling | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -69,9 +76,10 @@ async def interview_async(
     question set, single-turn or multi-turn (an `interviewer` model asks follow-ups)."""
     ws = _workspace(workspace)
     character = ws.load_character(character_name)
-    if not isinstance(questions, list):
-        path = questions or default_questions(ws, character.slug, character.short_name)
-        questions = load_questions(path)
+    if questions is None:
+        questions = default_questions(ws, character.slug, character.short_name)
+    elif not isinstance(questions, list):
+        questions = load_questions(questions)
     cls = MultiInterview if mode == "multi" else SingleInterview
     if mode not in ("single", "multi"):
         raise CharforgeError(f"unknown interview mode {mode!r}; use single or multi")
@@ -175,3 +183,26 @@ def judge(workspace: Workspace | str | Path, character_name: str,
           **kwargs: Any) -> RunSummary | DryRun:
     return run_sync(judge_async(workspace, character_name, **kwargs),
                     sync_name="judge", async_name="judge_async")
+
+
+async def questions_async(workspace: Workspace | str | Path, character_name: str, *,
+                          teacher: str | None = None, per_topic: int = 10,
+                          topics: list[str] | None = None, **kwargs: Any
+                          ) -> RunSummary | DryRun:
+    """Have the `teacher` write interview questions per topic from the profile (the
+    stage `interview-questions`); `interview` uses them when the character has no
+    question set of its own."""
+    from charforge.generate import generate_async
+
+    options: dict[str, Any] = {"per_topic": per_topic}
+    if topics:
+        options["topics"] = tuple(topics)
+    return await generate_async(_workspace(workspace), character_name,
+                                "interview-questions", model=teacher, options=options,
+                                **kwargs)
+
+
+def questions(workspace: Workspace | str | Path, character_name: str,
+              **kwargs: Any) -> RunSummary | DryRun:
+    return run_sync(questions_async(workspace, character_name, **kwargs),
+                    sync_name="questions", async_name="questions_async")
