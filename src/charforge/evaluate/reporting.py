@@ -8,8 +8,10 @@ the same question are never paired with each other.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from charforge.errors import CharforgeError
 from charforge.store import Store
@@ -134,8 +136,9 @@ SIMILARITY_ANSWERS = 60
 def workspace_metrics(ws: Workspace, interviews: dict[str, list[InterviewRecord]]
                       ) -> list[MetricRow]:
     """The judge-free metrics of the report: per character and agent, similarity of the
-    answers to the profile, the protective-refusal rate on anachronism probes, and BLEU
-    distinctiveness of each agent's answers within and between characters."""
+    answers to the profile, the protective-refusal rate on anachronism probes, held-out
+    perplexity (trained vs its base), and BLEU distinctiveness of each agent's answers
+    within and between characters."""
     from charforge.retrieval import default_embedder
 
     from .metrics import distinctiveness_rows, probe_topic_ids, profile_similarity, refusal_rows
@@ -156,5 +159,49 @@ def workspace_metrics(ws: Workspace, interviews: dict[str, list[InterviewRecord]
         probes = probe_topic_ids(records)
         if probes:
             rows += refusal_rows(by_agent, probes, character=slug)
+        rows += perplexity_rows(ws, slug, set(by_agent))
     rows += distinctiveness_rows(answers)
+    return rows
+
+
+PERPLEXITY_DIALOGUES = 50  # test dialogues scored per agent, in file order
+
+
+def test_dialogues(ws: Workspace, slug: str) -> list[list[dict[str, Any]]]:
+    """The chat messages of the character's held-out SFT rows (`split` "test")."""
+    path = ws.datasets_dir / slug / "sft.jsonl"
+    if not path.is_file():
+        return []
+    found = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if row.get("split") == "test" and row.get("messages"):
+            found.append(row["messages"])
+    return found[:PERPLEXITY_DIALOGUES]
+
+
+def perplexity_rows(ws: Workspace, slug: str, agents: set[str]) -> list[MetricRow]:
+    """Held-out perplexity of the test dialogues under the latest trained LoRA run
+    (agent `trained`) and under its bare base (agent `prompted`), when the character has
+    both a run and test dialogues and those agents were interviewed."""
+    from charforge.llm.local import LocalChatModel, LocalConfig
+    from charforge.train.runs import trained_model_entries
+
+    entry = trained_model_entries(ws.root).get(slug)
+    dialogues = test_dialogues(ws, slug)
+    wanted = agents & {"trained", "prompted"}
+    if not entry or "adapter" not in entry or not dialogues or not wanted:
+        return []
+    from .metrics import perplexity
+
+    rows = []
+    options = {k: v for k, v in entry.items() if k != "backend"}
+    for agent in sorted(wanted):
+        config = options if agent == "trained" else {k: v for k, v in options.items()
+                                                     if k != "adapter"}
+        model = LocalChatModel(LocalConfig.model_validate(config), name=f"{slug}-{agent}")
+        try:
+            rows.append(perplexity(model, dialogues, character=slug, agent=agent))
+        finally:
+            model.shutdown()
     return rows
