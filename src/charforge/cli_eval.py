@@ -253,3 +253,28 @@ def report_command(
         out.print(line, markup=False, highlight=False)
     for name in ("report.md", "report.html", "report.json"):
         out.print(f"{name}: {shown_path(files[name])}", markup=False, highlight=False)
+
+
+@eval_app.command("metrics")
+def metrics_command(
+    character: Annotated[list[str] | None, typer.Argument(
+        help="characters (default: every one with interviews)", show_default=False)] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """The judge-free metrics of the characters' interviews, and the order of the agents
+    each metric gives, per character (no judge asked)."""
+    from charforge.errors import CharforgeError
+    from charforge.evaluate.metrics import print_orderings
+    from charforge.evaluate.reporting import collect, workspace_metrics
+
+    try:
+        ws = find_workspace(workspace)
+        _, rows, _, _ = collect(ws, character, workspace_metrics)
+    except CharforgeError as exc:
+        _fail(exc)
+        return
+    for row in rows:
+        value = "-" if row.value is None else f"{row.value:.3f}"
+        out.print(f"{row.character} · {row.agent} · {row.metric}: {value} (n={row.n})",
+                  markup=False, highlight=False)
+    print_orderings(rows, out)
