@@ -159,23 +159,32 @@ class RubricJudge(TaskStage):
                 ChatMessage(role="user", content=user)]
 
     async def run(self, task: TaskRow, session: TaskSession) -> Records:
-        last_line = task.inputs["preset"] == "character-llm"
-        messages = self.messages(task)
-        first = await session.ask(messages)
-        read = read_score(first.text, self.low, self.high, last_line=last_line)
-        reasoning = first.text.strip()
-        if read.score is None:  # asked once more, for the score alone
-            retry = self.render("judge_retry", task, problem=read.problem, low=self.low,
-                                high=self.high)
-            second = await session.ask([*messages, ChatMessage(role="assistant",
-                                                               content=first.text),
-                                        ChatMessage(role="user", content=retry)])
-            read = read_score(second.text, self.low, self.high, last_line=False)
-            if read.score is None:
-                reasoning = f"{reasoning}\n\n[unscored: {read.problem}]"
+        score, reasoning = await ask_for_score(
+            self, task, session, self.messages(task),
+            last_line=task.inputs["preset"] == "character-llm")
         inputs = task.inputs
         judgment = Judgment(agent=inputs["agent"], item=inputs["item"], mode=inputs["mode"],
                             dimension=inputs["dimension"], judge=inputs["judge"],
-                            preset=inputs["preset"], sample=inputs["sample"], score=read.score,
+                            preset=inputs["preset"], sample=inputs["sample"], score=score,
                             low=self.low, high=self.high, reasoning=reasoning)
         return [(JUDGMENT_KIND, judgment.model_dump(mode="json"))]
+
+
+async def ask_for_score(stage: Any, task: TaskRow, session: TaskSession,
+                        messages: list[ChatMessage], *, last_line: bool = False
+                        ) -> tuple[int | None, str]:
+    """(score, reasoning) of a judge asked `messages`, on the stage's `low`..`high` scale:
+    an answer with no readable score is asked once more for the score alone
+    (`judge_retry`); still none, and the score is None, the reasoning saying why."""
+    low, high = stage.low, stage.high
+    first = await session.ask(messages)
+    read = read_score(first.text, low, high, last_line=last_line)
+    reasoning = first.text.strip()
+    if read.score is None:
+        retry = stage.render("judge_retry", task, problem=read.problem, low=low, high=high)
+        second = await session.ask([*messages, ChatMessage(role="assistant", content=first.text),
+                                    ChatMessage(role="user", content=retry)])
+        read = read_score(second.text, low, high)
+        if read.score is None:
+            reasoning = f"{reasoning}\n\n[unscored: {read.problem}]"
+    return read.score, reasoning

@@ -45,7 +45,7 @@ from charforge.session import TaskSession
 from charforge.stages import PlannedTask, Records, StageOptions, TaskStage, register_stage
 from charforge.tasks import RecordRef, TaskRow
 
-from .judges import JUDGE_SAMPLING, PROFILE_WORDS, interactions_text
+from .judges import JUDGE_SAMPLING, PROFILE_WORDS, ask_for_score, interactions_text
 from .questions import item_id
 from .records import (
     INTERVIEW_KIND,
@@ -57,7 +57,7 @@ from .records import (
     Ranking,
 )
 from .rotations import balanced_orders, first_place_shares, pairwise_win_rates
-from .scores import read_ranking, read_score
+from .scores import read_ranking
 
 PROMPTS = Path(__file__).parent / "prompts"
 LABELS = string.ascii_uppercase  # at most 26 agents side by side
@@ -414,23 +414,11 @@ class AccuracyJudge(TaskStage):
                 ChatMessage(role="user", content=user)]
 
     async def run(self, task: TaskRow, session: TaskSession) -> Records:
-        messages = self.messages(task)
-        first = await session.ask(messages)
-        read = read_score(first.text, self.low, self.high)
-        reasoning = first.text.strip()
-        if read.score is None:  # asked once more, for the score alone
-            retry = self.render("judge_retry", task, problem=read.problem, low=self.low,
-                                high=self.high)
-            second = await session.ask([*messages, ChatMessage(role="assistant",
-                                                               content=first.text),
-                                        ChatMessage(role="user", content=retry)])
-            read = read_score(second.text, self.low, self.high)
-            if read.score is None:
-                reasoning = f"{reasoning}\n\n[unscored: {read.problem}]"
+        score, reasoning = await ask_for_score(self, task, session, self.messages(task))
         inputs = task.inputs
         judgment = Judgment(agent=inputs["agent"], item=inputs["item"], mode=inputs["mode"],
                             dimension=inputs["dimension"], judge=inputs["judge"],
-                            score=read.score, low=self.low, high=self.high, reasoning=reasoning)
+                            score=score, low=self.low, high=self.high, reasoning=reasoning)
         return [(JUDGMENT_KIND, judgment.model_dump(mode="json"))]
 
     def report(self) -> list[str]:
