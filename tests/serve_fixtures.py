@@ -47,6 +47,15 @@ def _scramble_adapter(folder: Path, seed: int) -> None:
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
+def _serve_in_float32(folder: Path) -> None:
+    """Serve the run in float32, as the prompted character's model is: `dtype: auto` is
+    bfloat16 on AVX-512 hosts, and greedy replies must not depend on the host."""
+    run_file = folder / "run.json"
+    record = json.loads(run_file.read_text())
+    record["model"]["dtype"] = "float32"
+    run_file.write_text(json.dumps(record, indent=2))
+
+
 def served_workspace(root: Path, tiny_model_dir: Path) -> Workspace:
     """Beethoven and Socrates trained (their adapters scrambled apart), Diogenes
     prompted through the tiny base (the workspace's default model), fp32."""
@@ -60,6 +69,7 @@ def served_workspace(root: Path, tiny_model_dir: Path) -> Workspace:
     train_sft(ws, "socrates", base=str(tiny_model_dir), changes=FAST)
     for seed, (folder, _) in enumerate(finished_runs(ws.root)):
         _scramble_adapter(folder, seed)
+        _serve_in_float32(folder)
     config = yaml.safe_load(ws.config_path.read_text())
     config["default_model"] = "tiny"
     config["models"] = {**(config.get("models") or {}),

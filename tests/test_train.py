@@ -347,6 +347,8 @@ def test_ask_answers_through_the_trained_adapter_by_name(tmp_path, tiny_model_di
                       changes={"max_steps": 2, "precision": "fp32"})
     assert not again.trained and again.folder == folder
     whole = AutoModelForCausalLM.from_pretrained(merge_run(ws, "beethoven"))
+    # float32 whatever the host (`dtype: auto` is bfloat16 on AVX-512 CPUs)
+    agent = LocalChatModel(agent.config.model_copy(update={"dtype": "float32"}), name="b")
     agent.load()
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
