@@ -86,16 +86,38 @@ def test_judge_free_metrics_in_the_report(evaluated):
     assert "| perplexity |" in markdown and "profile\\_similarity" in markdown
 
 
-def test_the_report_warns_when_the_judge_plays_an_agent(tmp_path):
+def sampled_judge(request: dict) -> str:
+    """Scores that vary with the seed, as a judge sampled above temperature 0 does."""
+    if "Write them as a numbered list" in request["messages"][-1]["content"]:
+        return "1. Who taught you in Bonn?\n2. Why Vienna?"
+    return f"Reasoned.\nScore: {1 + request['seed'] % 7}"
+
+
+def test_warnings_and_agreement_of_a_sampled_judge(tmp_path):
+    from charforge.errors import StageOptionsError
+    from charforge.evaluate.api import questions
+
     from conftest import teacher_workspace
 
-    with ScriptedOpenAIServer(responder=judged) as server:
+    with ScriptedOpenAIServer(responder=sampled_judge) as server:
         ws = teacher_workspace(tmp_path / "ws", server.base_url)
-        questions = tmp_path / "q.json"
-        questions.write_text(json.dumps(QUESTIONS[:2]))
-        interview(ws, "beethoven", agent="prompted:teacher", questions=questions,
+        questions(ws, "beethoven", teacher="teacher", per_topic=2, topics=["topic-1"],
                   show_progress=False)
-        judge(ws, "beethoven", judge="teacher", dimensions=["values"], show_progress=False)
-    report, _ = evaluation_report(ws, tmp_path / "out", resamples=2000)
+        asked = tmp_path / "q.json"
+        asked.write_text(json.dumps(QUESTIONS[:3]))
+        interview(ws, "beethoven", agent="prompted:teacher", questions=asked,
+                  show_progress=False)
+        with pytest.raises(StageOptionsError, match="temperature 0 are one answer repeated"):
+            judge(ws, "beethoven", judge="teacher", samples=3, show_progress=False)
+        result = judge(ws, "beethoven", judge="teacher", samples=3, dimensions=["values"],
+                       sampling={"temperature": 0.7}, show_progress=False)
+        assert result.done == 3 * 3
+    report, files = evaluation_report(ws, tmp_path / "out", resamples=2000)
     assert any("the judge teacher is also the model behind prompted:teacher" in w
                for w in report.warnings)
+    assert any("the judge teacher is also this character's teacher" in w
+               for w in report.warnings)
+    assert report.agreement_meaningful
+    [values] = [a for a in report.agreement if a.dimension == "values"]
+    assert values.units == 3 and values.ratings == 9
+    assert "Krippendorff" in files["report.md"].read_text()

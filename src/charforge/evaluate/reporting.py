@@ -62,8 +62,8 @@ def same_model_warnings(store: Store, slug: str, interviews: Sequence[InterviewR
     warnings = []
     for judge in sorted(judges):
         if judge in roles.get("teacher", set()):
-            warnings.append(f"{slug}: the judge {judge} also wrote this character's training "
-                            "data (teacher): it may favour what it wrote")
+            warnings.append(f"{slug}: the judge {judge} is also this character's teacher (it "
+                            "wrote data for it): it may favour what it wrote")
         agents = sorted({r.agent for r in interviews
                          if r.model.endswith(f"@{judge}") or r.model == judge
                          or r.agent.endswith(f":{judge}")})
