@@ -119,7 +119,7 @@ class SingleInterview(_Interview):
 
     name: ClassVar[str] = "interview"
     description: ClassVar[str] = "an agent answers each question of a set, one at a time"
-    user_template: ClassVar[str] = "interviewer"  # fingerprinted only; never rendered
+    user_template: ClassVar[str] = ""  # the question is the prompt; the agent adds its own
     roles: ClassVar[tuple[str, ...]] = ("agent",)
 
     @classmethod
