@@ -20,6 +20,7 @@ name is in the task's inputs, so their judgments sit side by side).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -140,7 +141,9 @@ class RubricJudge(TaskStage):
             raise RuntimeError(f"the interview {ref} this judgment is of is not in the store")
         return self.interviews[ref]
 
+    @cached_property
     def _profile(self) -> str:
+        """The profile's first words, as the judge reads it (split once per stage)."""
         words = " ".join(self.character.profile_or_knowledge()).split()
         return " ".join(words[:PROFILE_WORDS])
 
@@ -150,10 +153,10 @@ class RubricJudge(TaskStage):
         interactions = interactions_text(self._interview(task), self.character.short_name,
                                          seed_format=seed_format)
         if seed_format:
-            text = judge_prompt(inputs["dimension"], self.character, self._profile(),
+            text = judge_prompt(inputs["dimension"], self.character, self._profile,
                                 inputs["location"], inputs["status"], interactions)
             return [ChatMessage(role="user", content=text)]
-        user = self.render(self.user_template, task, profile=self._profile(),
+        user = self.render(self.user_template, task, profile=self._profile,
                            interactions=interactions, low=self.low, high=self.high)
         return [ChatMessage(role="system", content=self.render("judge_system", task)),
                 ChatMessage(role="user", content=user)]
