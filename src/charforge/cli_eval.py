@@ -147,6 +147,8 @@ def judge_command(
                                          "1 needs --temperature above 0)")] = 1,
     temperature: Annotated[float | None, typer.Option(
         help="the judge's temperature [default: 0]", show_default=False)] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        help="longest judge answer [default: 512]", show_default=False)] = None,
     agent: Annotated[list[str] | None, typer.Option(
         help="judge only this agent's interviews (repeatable)", show_default=False)] = None,
     dimension: Annotated[list[str] | None, typer.Option(
@@ -177,7 +179,8 @@ def judge_command(
                                   stage=stages[kind], references=references, rounds=rounds,
                                   agents=agent, dimensions=dimension, modes=mode,
                                   topics=topic, limit=limit,
-                                  sampling={"temperature": temperature}, dry_run=dry_run)
+                                  sampling={"temperature": temperature,
+                                            "max_tokens": max_tokens}, dry_run=dry_run)
     except CharforgeError as exc:
         _fail(exc)
         return
