@@ -98,6 +98,10 @@ def test_import_judge_kill_resume_and_report(tmp_path):
         assert "judge: 0 done" in rerun.stdout and len(server.chat_requests) == asked
 
     assert judgments(db) == JUDGED
+    gone = run("eval", "judge", slugs[0], "--judge", "judge", cwd=ws.root)  # server stopped
+    assert gone.returncode != 0 and "Traceback" not in gone.stderr
+    assert gone.stderr.strip().splitlines() == [gone.stderr.strip()]  # one line
+    assert "cannot reach" in gone.stderr
     # only the requests in flight at the kill were asked again (concurrency 16 at most)
     assert JUDGED <= asked <= JUDGED + 16
     left = 100 - (killed_at - 300)  # the 4th character's judgments not kept at the kill

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +217,30 @@ def test_questions_written_per_topic_feed_the_interview(tmp_path, monkeypatch):
         monkeypatch.setattr(api, "BUNDLED_QUESTIONS", tmp_path / "none")
         result = interview(ws, "beethoven", agent="model:teacher", show_progress=False)
     assert result.done == 4
+
+
+def test_time_stages_are_asked_recorded_and_compared_apart(tmp_path, questions_file):
+    from charforge.evaluate.reporting import evaluation_report
+
+    from conftest import teacher_workspace
+
+    darwin = Path(__file__).resolve().parents[1] / "examples" / "darwin"
+    with ScriptedOpenAIServer(responder=scripted) as server:
+        ws = teacher_workspace(tmp_path / "ws", server.base_url)
+        ws.import_character(darwin, name="Charles Darwin")
+        labels = [s.label for s in ws.load_character("darwin").stages]
+        assert len(labels) == 2
+        with pytest.raises(CharforgeError, match="has no stage 'middle'"):
+            interview(ws, "darwin", agent="model:teacher", stage="middle")
+        for label in labels:
+            done = interview(ws, "darwin", agent="model:teacher", stage=label,
+                             questions=questions_file, show_progress=False)
+            assert done.done == 3
+        judge(ws, "darwin", judge="teacher", dimensions=["values"], show_progress=False)
+    with ws.store() as store:
+        stages = sorted({r.data["stage"] for r in store.records("darwin", "interview")})
+    assert stages == sorted(labels)
+    report, _ = evaluation_report(ws, tmp_path / "out", characters=["darwin"], resamples=500)
+    assert {m.agent for m in report.means} == {f"model:teacher [{label}]" for label in labels}
+    [pair] = report.comparisons
+    assert pair.pairs == 3  # the same three items, asked in each stage

@@ -61,6 +61,8 @@ def interview_command(
     preset: PresetOption = "charforge",
     location: Annotated[str, typer.Option(help="the scene's place and time")] = "",
     status: Annotated[str, typer.Option(help="the scene's situation")] = "",
+    stage: Annotated[str | None, typer.Option(
+        help="the time stage to ask in (its label or token)", show_default=False)] = None,
     temperature: Annotated[float | None, typer.Option(
         help="the agent's temperature [default: 0.2, the seed's]", show_default=False)] = None,
     max_tokens: Annotated[int | None, typer.Option(
@@ -83,7 +85,8 @@ def interview_command(
         for name in agents:
             result = interview(ws, character, agent=name, mode="multi" if multi else "single",
                                questions=questions, interviewer=interviewer, turns=turns,
-                               preset=preset, location=location, status=status, limit=limit,
+                               preset=preset, location=location, status=status,
+                               stage=stage, limit=limit,
                                sampling={"temperature": temperature, "max_tokens": max_tokens},
                                dry_run=dry_run)
             if isinstance(result, DryRun):

@@ -68,7 +68,8 @@ async def interview_async(
     workspace: Workspace | str | Path, character_name: str, *, agent: str = "trained",
     mode: Mode = "single", questions: str | Path | list[Question] | None = None,
     interviewer: str | None = None, preset: Literal["charforge", "character-llm"] = "charforge",
-    location: str = "", status: str = "", turns: int = 5, limit: int | None = None,
+    location: str = "", status: str = "", stage: str | None = None, turns: int = 5,
+    limit: int | None = None,
     concurrency: int = 16, sampling: Sampling | Mapping[str, Any] | None = None,
     dry_run: bool = False, console: Console | None = None, show_progress: bool = True,
 ) -> RunSummary | DryRun:
@@ -76,6 +77,9 @@ async def interview_async(
     question set, single-turn or multi-turn (an `interviewer` model asks follow-ups)."""
     ws = _workspace(workspace)
     character = ws.load_character(character_name)
+    if stage and not any(stage in (s.label, s.token) for s in character.stages):
+        known = ", ".join(s.label for s in character.stages) or "none"
+        raise CharforgeError(f"{character.short_name} has no stage {stage!r} (stages: {known})")
     if questions is None:
         questions = default_questions(ws, character.slug, character.short_name)
     elif not isinstance(questions, list):
@@ -84,7 +88,7 @@ async def interview_async(
     if mode not in ("single", "multi"):
         raise CharforgeError(f"unknown interview mode {mode!r}; use single or multi")
     agents = Agents.of(ws)
-    scene = Scene(location=location, status=status)
+    scene = Scene(location=location, status=status, stage=stage)
     owned = []
     try:
         label, model = agents.resolve(agent, character, scene)
@@ -96,7 +100,7 @@ async def interview_async(
             models["interviewer"] = interviewer_model
             names["interviewer"] = interviewer_model.name
         options = {"agent": label, "questions": tuple(questions), "turns": turns,
-                   "preset": preset, "location": location, "status": status}
+                   "preset": preset, "location": location, "status": status, "stage": stage}
         store = ws.store()
         try:
             stage = build_stage(cls, character, store, options=options,

@@ -53,6 +53,8 @@ class InterviewOptions(StageOptions):
         default="charforge", description="the interviewer's prompt: ours, or the seed's")
     location: str = Field(default="", max_length=2000)
     status: str = Field(default="", max_length=2000)
+    stage: str | None = Field(default=None, max_length=100, description="the time stage "
+                              "the agent is asked in (label or token), recorded")
 
 
 def agent_messages(history: list[InterviewTurn], question: str) -> list[ChatMessage]:
@@ -91,7 +93,8 @@ class _Interview(TaskStage):
 
     def plan(self) -> Iterator[PlannedTask]:
         for question in self.options.questions:
-            yield PlannedTask({"agent": self.options.agent, "mode": self.mode_name,
+            stage = {"stage": self.options.stage} if self.options.stage else {}
+            yield PlannedTask({"agent": self.options.agent, "mode": self.mode_name, **stage,
                                "item": question.item, "topic_id": question.topic_id,
                                "topic": question.topic, "question": question.question,
                                **self.extra_inputs()})
@@ -108,7 +111,8 @@ class _Interview(TaskStage):
         record = InterviewRecord(
             agent=task.inputs["agent"], model=model, mode=self.mode_name,
             item=task.inputs["item"], topic_id=task.inputs["topic_id"],
-            topic=task.inputs["topic"], turns=turns, temperature=sampling.temperature,
+            topic=task.inputs["topic"], stage=task.inputs.get("stage"), turns=turns,
+            temperature=sampling.temperature,
             seed=sampling.seed if sampling.seed is not None else turn_seed(task, 0))
         return [(INTERVIEW_KIND, record.model_dump(mode="json"))]
 

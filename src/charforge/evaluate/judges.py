@@ -129,8 +129,10 @@ class RubricJudge(TaskStage):
         for ref, record in self._read_interviews().items():
             for dimension in options.dimensions:
                 for sample in range(options.samples):
+                    stage = {"stage": record.stage} if record.stage else {}
                     yield PlannedTask({
-                        "judge": options.judge, "agent": record.agent, "item": record.item,
+                        **stage, "judge": options.judge, "agent": record.agent,
+                        "item": record.item,
                         "mode": record.mode, "dimension": dimension, "sample": sample,
                         "preset": options.preset, "location": options.location,
                         "status": options.status}, parents=(ref,))
@@ -169,6 +171,7 @@ class RubricJudge(TaskStage):
         judgment = Judgment(agent=inputs["agent"], item=inputs["item"], mode=inputs["mode"],
                             dimension=inputs["dimension"], judge=inputs["judge"],
                             preset=inputs["preset"], sample=inputs["sample"], score=score,
+                            stage=inputs.get("stage"),
                             low=self.low, high=self.high, reasoning=reasoning)
         return [(JUDGMENT_KIND, judgment.model_dump(mode="json"))]
 

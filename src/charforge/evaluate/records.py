@@ -51,6 +51,7 @@ class InterviewRecord(_Record):
                       "every agent asked it, so answers are paired")
     topic_id: str = ""
     topic: str = ""
+    stage: str | None = Field(default=None, description="the time stage it was asked in")
     turns: list[InterviewTurn]
     source: str = Field(default="charforge", description="'charforge', or the file an "
                         "imported interview came from")
@@ -68,6 +69,7 @@ class Judgment(_Record):
     judge: str = Field(description="the judge model's name")
     preset: str = Field(default="charforge", description="whose prompts: 'charforge' or "
                         "'character-llm'")
+    stage: str | None = Field(default=None, description="the time stage of the interview")
     sample: int = Field(default=0, description="which of the judge's k samples")
     score: int | None = Field(description="None: no score could be read (never guessed)")
     low: int = 1

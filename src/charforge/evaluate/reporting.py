@@ -29,15 +29,16 @@ def interviews_of(store: Store, slug: str) -> list[InterviewRecord]:
 
 def score_rows(store: Store, slug: str) -> list[ScoreRow]:
     """Every current judgment of the character, with the answers it judged."""
-    answers = {(r.agent, r.mode, r.item): "\n\n".join(t.answer for t in r.turns)
+    answers = {(r.agent, r.stage, r.mode, r.item): "\n\n".join(t.answer for t in r.turns)
                for r in interviews_of(store, slug)}
     rows = []
     for stored in store.records(slug, JUDGMENT_KIND):
         j = Judgment.model_validate(stored.data)
-        rows.append(ScoreRow(character=slug, agent=j.agent, item=f"{j.mode}:{j.item}",
+        agent = f"{j.agent} [{j.stage}]" if j.stage else j.agent  # stages compared as agents
+        rows.append(ScoreRow(character=slug, agent=agent, item=f"{j.mode}:{j.item}",
                              dimension=j.dimension, judge=j.judge, sample=j.sample,
                              score=j.score, low=j.low, high=j.high, reasoning=j.reasoning,
-                             answer=answers.get((j.agent, j.mode, j.item), "")))
+                             answer=answers.get((j.agent, j.stage, j.mode, j.item), "")))
     return rows
 
 
@@ -151,7 +152,7 @@ def workspace_metrics(ws: Workspace, interviews: dict[str, list[InterviewRecord]
         by_agent: dict[str, list[InterviewRecord]] = {}
         for record in records:
             by_agent.setdefault(record.agent, []).append(record)
-            answers.setdefault((slug, record.agent, None), []).extend(
+            answers.setdefault((slug, record.agent, record.stage), []).extend(
                 turn.answer for turn in record.turns if turn.answer)
         sample = {agent: found[:SIMILARITY_ANSWERS] for agent, found in by_agent.items()}
         rows += profile_similarity(sample, character.profile_or_knowledge(), embedder,
