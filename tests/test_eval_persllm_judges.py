@@ -177,6 +177,12 @@ def test_a_judge_that_recognises_an_answer_ranks_its_agent_first(tmp_path):
     assert shares["model:teacher"]["first_place_share"] == 1.0
     assert shares["model:teacher"]["pairwise_win_rate"] == 1.0
     assert shares["prompted:teacher"]["first_place_share"] == 0.0
+    from charforge.evaluate.reporting import collect
+
+    _, rows, _, _ = collect(ws, ["beethoven"])  # the report's metrics carry the shares
+    figures = {(r.agent, r.metric): r for r in rows}
+    assert figures[("model:teacher", "rank_first_place_share")].value == 1.0
+    assert figures[("model:teacher", "rank_pairwise_win_rate")].n == 12
 
 
 def test_an_unreadable_ranking_is_asked_once_more_then_recorded_unranked(tmp_path):

@@ -95,6 +95,9 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "in_character_refusal_rate": True,
     # fit of the character's held-out dialogues; only within one tokenizer
     "perplexity": False,
+    # PersLLM's ranking judge (judge-based, shown beside these in the report)
+    "rank_first_place_share": True,
+    "rank_pairwise_win_rate": True,
 }
 
 _TOKENIZER_TAG = "tokenizer="

@@ -17,7 +17,16 @@ from charforge.errors import CharforgeError
 from charforge.store import Store
 from charforge.workspace import Workspace
 
-from .records import INTERVIEW_KIND, JUDGMENT_KIND, InterviewRecord, Judgment, MetricRow, ScoreRow
+from .records import (
+    INTERVIEW_KIND,
+    JUDGMENT_KIND,
+    RANKING_KIND,
+    InterviewRecord,
+    Judgment,
+    MetricRow,
+    Ranking,
+    ScoreRow,
+)
 from .report import Report, build_report, write_report
 
 MetricsHook = Callable[[Workspace, dict[str, list[InterviewRecord]]], list[MetricRow]]
@@ -39,6 +48,30 @@ def score_rows(store: Store, slug: str) -> list[ScoreRow]:
                              dimension=j.dimension, judge=j.judge, sample=j.sample,
                              score=j.score, low=j.low, high=j.high, reasoning=j.reasoning,
                              answer=answers.get((j.agent, j.stage, j.mode, j.item), "")))
+    return rows
+
+
+def ranking_rows(store: Store, slug: str) -> list[MetricRow]:
+    """PersLLM's ranking judge, per judge, mode and set of agents ranked together: each
+    agent's first-place share and pairwise win rate over the readable rankings."""
+    from .persllm_judges import ranking_shares
+
+    groups: dict[tuple[str, str, tuple[str, ...]], list[Ranking]] = {}
+    for stored in store.records(slug, RANKING_KIND):
+        ranking = Ranking.model_validate(stored.data)
+        key = (ranking.judge, ranking.mode, tuple(sorted(ranking.shown)))
+        groups.setdefault(key, []).append(ranking)
+    rows = []
+    for (judge, mode, agents), rankings in groups.items():
+        note = f"ranked by {judge} ({mode}) among {', '.join(agents)}"
+        for agent, figures in ranking_shares(rankings).items():
+            unread = int(figures["unreadable"])
+            for metric in ("first_place_share", "pairwise_win_rate"):
+                value = figures[metric]
+                rows.append(MetricRow(
+                    character=slug, agent=agent, metric=f"rank_{metric}",
+                    value=None if value != value else value, n=int(figures["rankings"]),
+                    note=note + (f"; {unread} unreadable" if unread else "")))
     return rows
 
 
@@ -84,6 +117,7 @@ def collect(ws: Workspace, characters: Sequence[str] | None = None,
     scores: list[ScoreRow] = []
     warnings: list[str] = []
     interviews: dict[str, list[InterviewRecord]] = {}
+    rankings: list[MetricRow] = []
     with ws.store() as store:
         for character in chosen:
             found = interviews_of(store, character.slug)
@@ -91,6 +125,7 @@ def collect(ws: Workspace, characters: Sequence[str] | None = None,
                 continue
             interviews[character.slug] = found
             scores += score_rows(store, character.slug)
+            rankings += ranking_rows(store, character.slug)
             warnings += same_model_warnings(store, character.slug, found)
     if not interviews:
         raise CharforgeError("no interviews in the store for "
@@ -102,7 +137,7 @@ def collect(ws: Workspace, characters: Sequence[str] | None = None,
     if unscored:
         notes.append(f"{unscored} of {len(scores)} judgments gave no readable score after one "
                      "retry: counted as unscored, never as a score")
-    rows = metrics(ws, interviews) if metrics is not None else []
+    rows = rankings + (metrics(ws, interviews) if metrics is not None else [])
     return scores, rows, warnings, notes
 
 
