@@ -84,9 +84,9 @@ async def interview_async(
         questions = default_questions(ws, character.slug, character.short_name)
     elif not isinstance(questions, list):
         questions = load_questions(questions)
-    cls = MultiInterview if mode == "multi" else SingleInterview
     if mode not in ("single", "multi"):
         raise CharforgeError(f"unknown interview mode {mode!r}; use single or multi")
+    cls = MultiInterview if mode == "multi" else SingleInterview
     agents = Agents.of(ws)
     scene = Scene(location=location, status=status, stage=stage)
     owned = []
@@ -103,9 +103,9 @@ async def interview_async(
                    "preset": preset, "location": location, "status": status, "stage": stage}
         store = ws.store()
         try:
-            stage = build_stage(cls, character, store, options=options,
+            built = build_stage(cls, character, store, options=options,
                                 sampling=_sampling(sampling), templates=ws.templates())
-            return await run_stage(store, stage, models, model_names=names,
+            return await run_stage(store, built, models, model_names=names,
                                    concurrency=concurrency, limit=limit, retry="failed",
                                    dry_run=dry_run, console=console or Console(stderr=True),
                                    show_progress=show_progress,
