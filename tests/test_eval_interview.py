@@ -244,3 +244,29 @@ def test_time_stages_are_asked_recorded_and_compared_apart(tmp_path, questions_f
     assert {m.agent for m in report.means} == {f"model:teacher [{label}]" for label in labels}
     [pair] = report.comparisons
     assert pair.pairs == 3  # the same three items, asked in each stage
+
+
+def test_the_eval_verbs_from_the_command_line(tmp_path, questions_file):
+    from conftest import run, teacher_workspace
+
+    with ScriptedOpenAIServer(responder=scripted) as server:
+        ws = teacher_workspace(tmp_path / "ws", server.base_url)
+        asked = run("eval", "interview", "beethoven", "--agent", "model:teacher",
+                    "--and-prompted", "--questions", questions_file, cwd=ws.root)
+        assert asked.returncode == 0, asked.stderr
+        assert "interview (model:teacher): 3 done" in asked.stdout
+        assert "interview (prompted): 3 done" in asked.stdout
+        judged = run("eval", "judge", "beethoven", "--judge", "teacher", "--dimension",
+                     "memorization", cwd=ws.root)
+        assert judged.returncode == 0 and "judge: 6 done" in judged.stdout, judged.stderr
+    reported = run("eval", "report", "--no-metrics", "-o", tmp_path / "out", cwd=ws.root)
+    assert reported.returncode == 0, reported.stderr
+    assert "beethoven · memorization · prompted:" in reported.stdout
+    assert "the judge teacher is also the model behind" in reported.stderr
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {c["agent_b"] for c in data["comparisons"]} | {c["agent_a"] for c in
+                                                         data["comparisons"]} == {
+        "model:teacher", "prompted"}
+    measured = run("eval", "metrics", "beethoven", cwd=ws.root)  # the judge-free ones
+    assert measured.returncode == 0, measured.stderr
+    assert "beethoven · prompted · protective_refusal_rate: 0.000 (n=1)" in measured.stdout
