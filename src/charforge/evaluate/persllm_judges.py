@@ -28,7 +28,6 @@ prompts are charforge's own (prompts/rank_*.j2, prompts/accuracy_*.j2, versioned
 
 from __future__ import annotations
 
-import json
 import math
 import string
 from collections import Counter
@@ -46,7 +45,7 @@ from charforge.stages import PlannedTask, Records, StageOptions, TaskStage, regi
 from charforge.tasks import RecordRef, TaskRow
 
 from .judges import JUDGE_SAMPLING, PROFILE_WORDS, ask_for_score, interactions_text
-from .questions import item_id
+from .questions import item_id, read_json_file
 from .records import (
     INTERVIEW_KIND,
     JUDGMENT_KIND,
@@ -331,13 +330,7 @@ class AccuracyOptions(StageOptions):
 def load_references(path: str | Path) -> tuple[Reference, ...]:
     """The references of a JSON file: a list of {item, kind, reference} objects (or
     {topic_id, question, kind, reference}); a one-line error otherwise."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ReferenceFileError(f"no references file {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReferenceFileError(f"{path}: not JSON ({exc})") from None
+    path, data = read_json_file(path, "references", ReferenceFileError)
     if not isinstance(data, list) or not data:
         raise ReferenceFileError(f"{path}: expected a non-empty JSON list of {{item, kind, "
                                  "reference}} objects")

@@ -68,13 +68,20 @@ def parse_questions(data: Any, where: str) -> list[Question]:
     return list(questions.values())
 
 
-def load_questions(path: str | Path) -> list[Question]:
-    """The questions of a Character-LLM format file; a clear one-line error otherwise."""
+def read_json_file(path: str | Path, what: str,
+                   error: type[CharforgeError]) -> tuple[Path, Any]:
+    """(path, decoded JSON) of an evaluation input file (questions, references); `error`
+    with one line when it is missing or not JSON."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise QuestionFileError(f"no question file {path}")
+        raise error(f"no {what} file {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return path, json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise QuestionFileError(f"{path}: not JSON ({exc})") from None
+        raise error(f"{path}: not JSON ({exc})") from None
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """The questions of a Character-LLM format file; a clear one-line error otherwise."""
+    path, data = read_json_file(path, "question", QuestionFileError)
     return parse_questions(data, str(path))
