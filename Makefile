@@ -35,7 +35,7 @@ $(CHROMIUM):
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: $(STAMP)
-	$(BIN)/charforge demo --workspace demo-workspace
+	$(BIN)/charforge run examples/beethoven.yaml
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q

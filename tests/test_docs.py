@@ -27,7 +27,7 @@ def test_cli_reference_is_up_to_date():
 def test_cli_reference_covers_every_command_and_stage_option():
     text = fresh_reference()
     for command in ("init", "character import", "character export", "generate", "status",
-                    "models", "ask", "demo"):
+                    "models", "ask", "run"):
         assert f"## `charforge {command}`" in text
     for option in ("--prompts", "--scenes-per-prompt", "--min-words", "--count", "--rerun-stale"):
         assert f"`{option}`" in text, option

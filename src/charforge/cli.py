@@ -38,6 +38,7 @@ from charforge.cli_converse import converse_command
 from charforge.cli_data import dataset_build, review
 from charforge.cli_eval import eval_app
 from charforge.cli_export import export_app
+from charforge.cli_run import run_command
 from charforge.cli_serve import chat, serve
 from charforge.cli_train import train_app
 from charforge.errors import CharforgeError
@@ -430,27 +431,7 @@ def ask(
         )
 
 
-@app.command()
-def demo(
-    workspace: Annotated[Path, typer.Option("--workspace", "-w",
-                                            help="folder for the demo workspace")] = Path(
-        "demo-workspace"
-    ),
-    questions: Annotated[int, typer.Option(min=1, help="interview questions to ask")] = 2,
-    max_tokens: Annotated[int, typer.Option(min=1, help="longest answer, in tokens")] = 120,
-    generation: Annotated[bool, typer.Option(
-        help="also run a small Experience Reconstruction with the embedded teacher")] = True,
-) -> None:
-    """The main job on the embedded model.
-
-    Beethoven answers interview questions, then a small Experience Reconstruction runs with
-    the same model as teacher."""
-    from charforge.demo import run_demo
-
-    run_demo(workspace, questions=questions, max_tokens=max_tokens, generation=generation,
-             console=out)
-
-
+app.command("run")(run_command)
 app.command()(serve)
 app.command()(chat)
 app.command("converse")(converse_command)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -34,10 +36,27 @@ class TrainingInterrupted(CharforgeError):
     exit_code = 130
 
 
-def interrupted_words(folder: str, step: int) -> str:
-    from transformers.trainer_utils import get_last_checkpoint
+def last_checkpoint(folder: str | Path, *, clear_partial: bool = False) -> str | None:
+    """The newest complete checkpoint in `folder` (None: none yet). The Trainer writes
+    trainer_state.json last, so a checkpoint without a readable one was cut short (a kill
+    while saving); `clear_partial` removes those, so the resumed run can save there."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = sorted((int(m.group(1)), path) for path in folder.iterdir()
+                   if path.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", path.name)))
+    for _, path in reversed(found):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(path)
+        except (OSError, ValueError):
+            if clear_partial:
+                shutil.rmtree(path, ignore_errors=True)
+    return None
 
-    last = get_last_checkpoint(folder) if Path(folder).is_dir() else None
+
+def interrupted_words(folder: str, step: int) -> str:
+    last = last_checkpoint(folder)
     if last is None:
         return (f"interrupted at step {step}, before the first checkpoint: the same command "
                 "starts the run again")
@@ -71,9 +90,7 @@ class CharforgeTrainerMixin:
 
 
 def _last_checkpoint_words(folder: str) -> str:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(folder) if Path(folder).is_dir() else None
+    last = last_checkpoint(folder)
     return f"the last good checkpoint is kept: {last}" if last else "no checkpoint was saved yet"
 
 

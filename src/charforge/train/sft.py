@@ -371,18 +371,17 @@ def run_trainer(trainer: Any, progress: Any, *, has_eval: bool) -> dict[str, Any
     """Train (resuming from the last checkpoint), evaluate; the metrics of the run."""
     import time
 
-    from transformers.trainer_utils import get_last_checkpoint
-
     from charforge.train.progress import (
         TrainingInterrupted,
         interrupted_words,
+        last_checkpoint,
         libraries_quiet,
         trim_log,
     )
 
     quiet_trainer(trainer)
     checkpoints = Path(trainer.args.output_dir)
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = last_checkpoint(checkpoints, clear_partial=True)
     metrics: dict[str, Any] = {}
     if last is not None:  # the steps after the checkpoint are trained (and logged) again
         trim_log(checkpoints.parent / LOG_FILE, int(Path(last).name.rsplit("-", 1)[-1]))
