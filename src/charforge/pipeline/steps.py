@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from charforge.errors import CharforgeError
+from charforge.evaluate.interview_questions import QUESTION_KIND
+from charforge.evaluate.records import INTERVIEW_KIND, JUDGMENT_KIND, RANKING_KIND
 from charforge.runner import RunSummary
 
 if TYPE_CHECKING:
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from charforge.workspace import Workspace
 
 AGENTS = ("trained", "prompted")
+EVALUATION_KINDS = {INTERVIEW_KIND, JUDGMENT_KIND, RANKING_KIND, QUESTION_KIND}
 
 
 class StepContext:
@@ -101,9 +104,10 @@ async def dataset(ctx: StepContext) -> tuple[bool, str]:
     from charforge.pipeline.run import fingerprint
 
     options = ctx.config.dataset
-    with ctx.ws.store() as store:
-        counts = store._all("SELECT kind, COUNT(*), MAX(rowid) FROM records WHERE "
-                            "character=? GROUP BY kind ORDER BY kind", (ctx.slug,))
+    with ctx.ws.store() as store:  # the data records (an interview or a judgment is not)
+        counts = [row for row in store._all(
+            "SELECT kind, COUNT(*), MAX(rowid) FROM records WHERE character=? GROUP BY kind "
+            "ORDER BY kind", (ctx.slug,)) if row[0] not in EVALUATION_KINDS]
     key = fingerprint([list(row) for row in counts], options.model_dump(),
                       ctx.pipeline.recipe.dataset.meta_prompt)
     folder = ctx.ws.datasets_dir / ctx.slug
