@@ -455,3 +455,32 @@ def test_refusal_rows_count_answered_probes() -> None:
     by_topic = [record("m", "x", "a", topic_id="topic-9")]
     by_topic[0] = by_topic[0].model_copy(update={"topic": PROTECTIVE_TOPIC})
     assert probe_topic_ids(by_topic) == {"topic-9"}
+
+
+def test_paired_differences_pair_the_same_items() -> None:
+    profile = ["the symphony and the sonata in vienna", "a garden of roses in bonn"]
+    records = {"good": [record("good", "q1", "the symphony and the sonata in vienna"),
+                        record("good", "q2", "a garden of roses in bonn"),
+                        record("good", "q3", "the sonata in vienna")],
+               "bad": [record("bad", "q1", "completely unrelated chatter"),
+                       record("bad", "q2", "more unrelated chatter")]}
+    rows = profile_similarity(records, profile, BagOfWords(), character="ada", pairs=True)
+    plain = {r.agent: r for r in rows if not r.versus}
+    (pair,) = [r for r in rows if r.versus]
+    assert (pair.agent, pair.versus, pair.n) == ("good", "bad", 2)  # q3: one side only
+    assert pair.value > 0 and pair.low <= pair.value <= pair.high
+    # q1 and q2 are the only pairs: the difference is of those, not of the two means
+    assert pair.value != pytest.approx(plain["good"].value - plain["bad"].value, abs=1e-3)
+    question = "Do you use a smartphone?"
+    probes = {"a": [record("a", "p1", "I do not know what a smartphone is.",
+                           topic_id="topic-4", question=question),
+                    record("a", "p2", "I am not familiar with that device.",
+                           topic_id="topic-4", question=question)],
+              "b": [record("b", "p1", "Yes, I check it every morning.", topic_id="topic-4",
+                           question=question),
+                    record("b", "p2", "I am not familiar with that device.",
+                           topic_id="topic-4", question=question)]}
+    found = [r for r in refusal_rows(probes, {"topic-4"}, character="ada", pairs=True)
+             if r.versus]
+    assert [(r.metric, r.value, r.n) for r in found] == [("protective_refusal_rate", 0.5, 2)]
+    assert (found[0].low, found[0].high) == (0.0, 1.0)

@@ -135,6 +135,8 @@ def test_run_both_recipes_rerun_and_kill_resume(tmp_path, tiny_model_dir):
             sorted(row["kind"] for row in summary["training"]) == ["dpo", "sft"]
         judged = {row["dimension"] for row in summary["judge"]}
         assert len(judged) == 5 and all("difference" in row for row in summary["judge"])
+        paired = {row["metric"] for row in summary["metrics"] if "difference" in row}
+        assert {"profile_similarity", "log_perplexity"} <= paired, summary["metrics"]
         assert "charforge chat darwin" in first.stdout
         numbers = report_numbers(ws)
         assert {"trained", "prompted"} <= set(numbers["agents"])

@@ -140,24 +140,54 @@ def _similarity_row(character: str, agent: str, metric: str, scores: list[float]
 
 def profile_similarity(records_by_agent: Mapping[str, Sequence[InterviewRecord]],
                        profile: Sequence[str], embedder: Embedder, *,
-                       character: str) -> list[MetricRow]:
+                       character: str, pairs: bool = False) -> list[MetricRow]:
     """One row per agent: the mean over its spoken answers (each turn of a multi-turn
     interview) of the cosine to the nearest ~100-word piece of `profile` (paragraphs,
     as `Character.profile_or_knowledge()` gives them). `n`: answers scored; None with
-    none. Raises ValueError for a profile without words."""
+    none. `pairs`: also each two agents' paired difference (`paired_rows`) over the
+    answers to the same item and turn. Raises ValueError for a profile without words."""
     pieces = profile_chunks(profile)
     if not pieces:
         raise ValueError(f"{character}: the profile has no words to compare answers with")
-    answers = {agent: spoken_answers(records) for agent, records in records_by_agent.items()}
+    keyed = {agent: [((record.item, number), turn.answer.strip()) for record in records
+                     for number, turn in enumerate(record.turns) if turn.answer.strip()]
+             for agent, records in records_by_agent.items()}
     # One call for everything: each call to the model has a fixed cost.
-    vectors = embedder.encode([*pieces, *(text for texts in answers.values() for text in texts)])
+    vectors = embedder.encode([*pieces, *(text for found in keyed.values() for _, text in found)])
     nearest = (vectors[len(pieces):] @ vectors[:len(pieces)].T).max(axis=1, initial=-1.0)
     note = f"cosine to the nearest of {len(pieces)} profile pieces ({embedder.name})"
     rows, start = [], 0
-    for agent, texts in answers.items():
-        scores = [float(score) for score in nearest[start:start + len(texts)]]
-        start += len(texts)
+    by_item: dict[str, dict[Any, float]] = {}
+    for agent, found in keyed.items():
+        scores = [float(score) for score in nearest[start:start + len(found)]]
+        start += len(found)
+        by_item[agent] = {key: score for (key, _), score in zip(found, scores, strict=True)}
         rows.append(_similarity_row(character, agent, "profile_similarity", scores, note))
+    if pairs:
+        rows += paired_rows(character, "profile_similarity", by_item, "answers")
+    return rows
+
+
+def paired_rows(character: str, metric: str, by_item: Mapping[str, Mapping[Any, float]],
+                unit: str) -> list[MetricRow]:
+    """For each two agents, the mean difference a - b of `metric` over the items both
+    have, with its 95% paired bootstrap interval (`low`, `high`); `versus` names b."""
+    from itertools import combinations
+
+    from .stats import paired_bootstrap
+
+    rows = []
+    for a, b in combinations(by_item, 2):
+        keys = [key for key in by_item[a] if key in by_item[b]]
+        if not keys:
+            continue
+        interval = paired_bootstrap([by_item[a][k] for k in keys],
+                                    [by_item[b][k] for k in keys])
+        rows.append(MetricRow(character=character, agent=a, versus=b, metric=metric,
+                              value=round(interval.estimate, 4), n=len(keys),
+                              low=round(interval.low, 4), high=round(interval.high, 4),
+                              note=f"{a} - {b} over {len(keys)} paired {unit}, "
+                                   f"{interval.level:.0%} bootstrap interval"))
     return rows
 
 
@@ -252,22 +282,26 @@ def probe_topic_ids(records: Iterable[InterviewRecord],
 
 def refusal_rows(records_by_agent: Mapping[str, Sequence[InterviewRecord]],
                  probes: Collection[str] | Callable[[InterviewRecord], bool], *,
-                 character: str) -> list[MetricRow]:
+                 character: str, pairs: bool = False) -> list[MetricRow]:
     """Two rows per agent over its anachronism probes: `protective_refusal_rate`, the
     share of probes it declined (in character or as an AI), and
     `in_character_refusal_rate`, the share it declined in character (both out of every
     probe answered, so the second is at most the first). `probes`: topic ids (see
     `probe_topic_ids`) or a predicate on records. A probe's first turn is read
     (`refusal_verdict`); a probe with an empty answer is not counted. `n`: probes
-    answered; the rates are None with none."""
+    answered; the rates are None with none. `pairs`: also each two agents' paired
+    difference of the protective refusal rate over the probes both answered."""
     chosen: Callable[[InterviewRecord], bool] = (
         probes if callable(probes) else lambda record: record.topic_id in probes)
     rows = []
+    by_item: dict[str, dict[Any, float]] = {}
     for agent, records in records_by_agent.items():
         asked = [record for record in records if chosen(record) and record.turns]
-        answered = [turn for turn in (record.turns[0] for record in asked)
-                    if turn.answer.strip()]
-        verdicts = [refusal_verdict(turn.answer, turn.question) for turn in answered]
+        answered = [(record.item, record.turns[0]) for record in asked
+                    if record.turns[0].answer.strip()]
+        verdicts = [refusal_verdict(turn.answer, turn.question) for _, turn in answered]
+        by_item[agent] = {item: float(verdict.is_refusal)
+                          for (item, _), verdict in zip(answered, verdicts, strict=True)}
         refused = sum(verdict.is_refusal for verdict in verdicts)
         in_character = sum(verdict.is_refusal and bool(verdict.in_character)
                            for verdict in verdicts)
@@ -282,6 +316,8 @@ def refusal_rows(records_by_agent: Mapping[str, Sequence[InterviewRecord]],
                       value=in_character / count if count else None, n=count,
                       note=f"{in_character} of {count} probes declined in character{tail}"),
         ]
+    if pairs:
+        rows += paired_rows(character, "protective_refusal_rate", by_item, "probes")
     return rows
 
 
@@ -374,14 +410,16 @@ def _dialogue_tokens(tokenizer: Any, dialogue: MessagesLike,
 def perplexity(model: str | Path | LocalChatModel, dialogues: Sequence[MessagesLike], *,
                character: str, agent: str, adapter: str | Path | None = None,
                scope: Literal["assistant", "all"] = "assistant",
-               max_tokens: int | None = None) -> MetricRow:
+               max_tokens: int | None = None,
+               per_dialogue: dict[int, float] | None = None) -> MetricRow:
     """The perplexity of `dialogues` (chat message lists) under `model` (a folder, or a
     loaded `LocalChatModel`), with an optional PEFT `adapter` folder on a folder's
     model: exp of the mean negative log-likelihood over the assistant's tokens of all
     dialogues together (`scope="all"`: every token after the first), one dialogue at
     a time. A dialogue longer than `max_tokens` (default: the model's context) is cut.
     `n`: dialogues scored; the note holds `PERPLEXITY_NOTE`, the tokens scored and the
-    tokenizer's id (`tokenizer_id`; see `comparable`).
+    tokenizer's id (`tokenizer_id`; see `comparable`). `per_dialogue`, when given, is
+    filled with each scored dialogue's mean negative log-likelihood, by its index.
 
     A `LocalChatModel` is scored in the dtype and on the device it loaded with, and
     through the model its engine decodes with: score it while it serves no request."""
@@ -392,7 +430,7 @@ def perplexity(model: str | Path | LocalChatModel, dialogues: Sequence[MessagesL
     limit = max_tokens or getattr(network.config, "max_position_embeddings", None)
     device = next(network.parameters()).device
     total_nll, tokens, scored, cut = 0.0, 0, 0, 0
-    for dialogue in dialogues:
+    for number, dialogue in enumerate(dialogues):
         ids, labels = _dialogue_tokens(tokenizer, dialogue, scope)
         if limit and len(ids) > limit:
             ids, labels, cut = ids[:limit], labels[:limit], cut + 1
@@ -402,9 +440,11 @@ def perplexity(model: str | Path | LocalChatModel, dialogues: Sequence[MessagesL
         with torch.inference_mode():
             logits = network(input_ids=torch.tensor([ids], device=device),
                              use_cache=False, **extra).logits[0, :-1].float()
-        total_nll += float(F.cross_entropy(logits, targets, ignore_index=-100,
-                                           reduction="sum"))
-        tokens += int((targets != -100).sum())
+        nll = float(F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum"))
+        counted = int((targets != -100).sum())
+        total_nll, tokens = total_nll + nll, tokens + counted
+        if per_dialogue is not None:
+            per_dialogue[number] = nll / counted
         scored += 1
     value = math.exp(total_nll / tokens) if tokens else None
     parts = [PERPLEXITY_NOTE, f"{scope} tokens: {tokens}"]

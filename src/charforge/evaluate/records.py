@@ -116,3 +116,5 @@ class MetricRow(_Record):
     n: int = 0
     versus: str = ""
     note: str = ""
+    low: float | None = None  # a paired difference's interval (rows with `versus`)
+    high: float | None = None

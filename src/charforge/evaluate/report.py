@@ -450,8 +450,16 @@ def _metric_parts(report: Report) -> list[_Part]:
         return [*parts, _Text("None were computed.")]
     return [*parts, _Table(
         ["character", "agent", "metric", "value", "n", "versus", "note"],
-        [[m.character, m.agent, m.metric, "—" if m.value is None else _metric_text(m.value),
-          str(m.n), m.versus, m.note] for m in report.metrics])]
+        [[m.character, m.agent, m.metric, _metric_value(m), str(m.n), m.versus, m.note]
+         for m in report.metrics])]
+
+
+def _metric_value(m: MetricRow) -> str:
+    if m.value is None:
+        return "—"
+    if m.low is None or m.high is None:
+        return _metric_text(m.value)
+    return f"{m.value:+.3f} [{m.low:+.3f}, {m.high:+.3f}]"
 
 
 def _weakest_parts(report: Report) -> list[_Part]:

@@ -191,10 +191,10 @@ def workspace_metrics(ws: Workspace, interviews: dict[str, list[InterviewRecord]
                 turn.answer for turn in record.turns if turn.answer)
         sample = {agent: found[:SIMILARITY_ANSWERS] for agent, found in by_agent.items()}
         rows += profile_similarity(sample, character.profile_or_knowledge(), embedder,
-                                   character=slug)
+                                   character=slug, pairs=True)
         probes = probe_topic_ids(records)
         if probes:
-            rows += refusal_rows(by_agent, probes, character=slug)
+            rows += refusal_rows(by_agent, probes, character=slug, pairs=True)
         rows += perplexity_rows(ws, slug, set(by_agent))
     rows += distinctiveness_rows(answers)
     return rows
@@ -228,16 +228,19 @@ def perplexity_rows(ws: Workspace, slug: str, agents: set[str]) -> list[MetricRo
     wanted = agents & {"trained", "prompted"}
     if not entry or "adapter" not in entry or not dialogues or not wanted:
         return []
-    from .metrics import perplexity
+    from .metrics import paired_rows, perplexity
 
     rows = []
     options = {k: v for k, v in entry.items() if k != "backend"}
-    for agent in sorted(wanted):
+    nlls: dict[str, dict[int, float]] = {}
+    for agent in sorted(wanted, reverse=True):  # trained first: a - b is trained - base
         config = options if agent == "trained" else {k: v for k, v in options.items()
                                                      if k != "adapter"}
         model = LocalChatModel(LocalConfig.model_validate(config), name=f"{slug}-{agent}")
+        nlls[agent] = {}
         try:
-            rows.append(perplexity(model, dialogues, character=slug, agent=agent))
+            rows.append(perplexity(model, dialogues, character=slug, agent=agent,
+                                   per_dialogue=nlls[agent]))
         finally:
             model.shutdown()
-    return rows
+    return rows + paired_rows(slug, "log_perplexity", nlls, "test dialogues")

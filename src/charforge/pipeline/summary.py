@@ -98,9 +98,15 @@ def metric_rows(run: PipelineRun) -> list[dict[str, Any]]:
         return []
     table: dict[str, dict[str, Any]] = {}
     for m in report.metrics:
-        if m.character != run.character or m.versus or m.agent not in (TRAINED, PROMPTED):
+        if m.character != run.character or m.agent not in (TRAINED, PROMPTED):
             continue
-        table.setdefault(m.metric, {"metric": m.metric})[m.agent] = m.value
+        if not m.versus:
+            table.setdefault(m.metric, {"metric": m.metric})[m.agent] = m.value
+        elif {m.agent, m.versus} == {TRAINED, PROMPTED} and m.value is not None:
+            sign = 1 if m.agent == TRAINED else -1
+            low, high = sorted((sign * (m.low or 0.0), sign * (m.high or 0.0)))
+            table.setdefault(m.metric, {"metric": m.metric}).update(
+                difference=sign * m.value, low=low, high=high, pairs=m.n)
     return list(table.values())
 
 
@@ -156,11 +162,13 @@ def print_summary(data: dict[str, Any], console: Console) -> None:
         console.print(judged)
     if data["metrics"]:
         metrics = Table(title="judge-free metrics", title_justify="left")
-        for column in ("metric", TRAINED, PROMPTED):
+        for column in ("metric", TRAINED, PROMPTED, "difference [95% paired CI]", "pairs"):
             metrics.add_column(column)
         for row in data["metrics"]:
+            interval = (f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+                        if "difference" in row else "-")
             metrics.add_row(row["metric"], _num(row.get(TRAINED), 3),
-                            _num(row.get(PROMPTED), 3))
+                            _num(row.get(PROMPTED), 3), interval, str(row.get("pairs", "-")))
         console.print(metrics)
     console.print(f"total time: {duration(data['total_seconds'])}")
     if data["stopped"]:
