@@ -255,3 +255,24 @@ def test_the_examples_are_valid_configurations():
         pipeline = Pipeline(path)
         pipeline.check_files()
         assert pipeline.config.steps()[-1] == "report"
+
+
+def test_ctrl_c_stops_the_run_cleanly_and_the_same_command_resumes(tmp_path, tiny_model_dir):
+    with ScriptedOpenAIServer(responder=responder, latency_s=0.4) as slow:
+        config = write_config(tmp_path, slow.base_url, tiny_model_dir)
+        process = subprocess.Popen([*CLI, "run", config, "--until", "scenes"],
+                                   cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env={**os.environ, "COLUMNS": "200"})
+        deadline = time.monotonic() + 60
+        while not slow.chat_requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr[-2000:]
+        assert "Traceback" not in stderr
+        assert "scenes was interrupted: run the same command again" in stdout
+        again = run("run", config, "--until", "scenes", cwd=tmp_path)
+        assert again.returncode == 0, again.stderr[-2000:]
+        summary = json.loads((tmp_path / "ws" / "reports" / "darwin-summary.json").read_text())
+        (scenes,) = summary["stages"]
+        assert scenes["step"] == "scenes" and scenes["done"] + scenes["rejected"] == 2

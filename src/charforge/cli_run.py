@@ -55,9 +55,20 @@ def run_command(
     out.print(f"summary data: {summary_path}", markup=False, highlight=False)
     if result.stopped:
         raise typer.Exit(130 if "interrupted" in result.stopped else 1)
+    if not any(step.step == "train" for step in result.steps) and \
+            not result.workspace.trained_runs(result.character):
+        out.print(f"next: charforge run {config} --from {_next_step(pipeline, steps)}",
+                  markup=False, highlight=False)
+        return
     out.print("next:")
     for line in next_commands(result):
         out.print(f"  {line}", markup=False, highlight=False)
+
+
+def _next_step(pipeline, steps: list[str]) -> str:
+    every = pipeline.config.steps()
+    after = every.index(steps[-1]) + 1 if steps else 0
+    return every[after] if after < len(every) else every[0]
 
 
 def _print_plan(pipeline, steps: list[str]) -> None:
