@@ -96,6 +96,12 @@ def _print_plan(pipeline, steps: list[str]) -> None:
                       f"{plan.output_tokens:,}" if plan.output_tokens else "-",
                       plan.model or "-", "-" if cost is None else f"${cost:.2f}", plan.note)
     out.print(table)
+    from charforge.llm.registry import describe_model
+
+    for role, name in (("teacher", pipeline.config.teacher),
+                       ("judge", pipeline.config.judge_model)):
+        out.print(f"{role}: {describe_model(*ws.config.entry(name))}", markup=False,
+                  highlight=False)
     tokens_in = sum(p.prompt_tokens for p in plans)
     tokens_out = sum(p.output_tokens for p in plans)
     out.print(f"total: ~{tokens_in:,} prompt and at most {tokens_out:,} output tokens"

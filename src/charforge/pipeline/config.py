@@ -178,8 +178,9 @@ def stage_plan(stage: str, entry: dict[str, Any]) -> StagePlan:
     for key in entry:
         if key not in valid:
             raise _closed_keys_error(f"stages.{stage}", key, valid)
+    # A name that is both (scenes' `seed`: the order paragraphs are visited) is the stage's.
     options = {k: v for k, v in entry.items() if k in option_fields}
-    sampling = {k: v for k, v in entry.items() if k in sampling_fields}
+    sampling = {k: v for k, v in entry.items() if k in sampling_fields and k not in options}
     try:
         stage_class(stage).parse_options(options)
         Sampling.parse(sampling)

@@ -10,8 +10,11 @@ times 1.35, or a typical prompt's size where there is none yet.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
 
 from charforge.errors import CharforgeError
 from charforge.llm.base import Sampling
@@ -68,6 +71,7 @@ async def plan_steps(pipeline: Pipeline, ws: Workspace, slug: str,
     from charforge.generate import generate_async
 
     config = pipeline.config
+    quiet = Console(file=io.StringIO())  # each stage's "teacher: ..." line: said once, below
     plans: list[StepPlan] = []
     expected: dict[str, int] = {}  # records each generation stage should give
     for step in steps:
@@ -84,7 +88,8 @@ async def plan_steps(pipeline: Pipeline, ws: Workspace, slug: str,
                     dry = await generate_async(ws, slug, step, model=config.teacher, dry_run=True,
                                                options=given,
                                                sampling=plan.sampling if plan else None,
-                                               recipe=pipeline.recipe, show_progress=False)
+                                               recipe=pipeline.recipe, show_progress=False,
+                                               console=quiet)
                     assert isinstance(dry, DryRun)
                     count, prompt_each = dry.tasks, _prompt_tokens(dry)
                 except CharforgeError as exc:
