@@ -213,6 +213,12 @@ def test_bad_configurations_are_one_line_before_any_work(tmp_path, server, tiny_
             "teacher", lambda c: c["models"]["teacher"].update(
                 base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=1)),
             r"teacher 'teacher': "),
+        "a key in the file": (with_change(
+            "secret", lambda c: c["models"]["teacher"].update(api_key="sk-do-not-write")),
+            r"'api_key' looks like a secret; keys stay in the environment"),
+        "a model option misspelt": (with_change(
+            "option", lambda c: c["models"]["teacher"].update(max_concurrenc=3)),
+            r"models\.teacher: .*unknown option 'max_concurrenc'"),
         "base not there": (with_change(
             "base", lambda c: c["training"].update(base=str(tmp_path / "no-model"))),
             r"no-model"),
@@ -223,6 +229,8 @@ def test_bad_configurations_are_one_line_before_any_work(tmp_path, server, tiny_
         assert re.search(pattern, line), (name, line)
         assert not (tmp_path / "ws" / "charforge.db").exists() or count(
             tmp_path / "ws" / "charforge.db", "SELECT COUNT(*) FROM tasks") == 0, name
+    assert "sk-do-not-write" not in "".join(
+        p.read_text() for p in tmp_path.rglob("*.yaml") if p.name == "charforge.yaml")
     unknown_step = run("run", config, "--from", "trainning", cwd=tmp_path)
     assert re.search(r"unknown stage 'trainning'; stages: scenes, .*report",
                      one_line_error(unknown_step))

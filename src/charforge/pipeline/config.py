@@ -128,6 +128,16 @@ class RunConfig(_Closed):
             raise ValueError("name character-llm, persllm, or both once each")
         return value
 
+    @field_validator("models")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, entry in value.items():
+            found = _secret_key(entry)
+            if found:
+                raise ValueError(f"{name}: {found!r} looks like a secret; keys stay in the "
+                                 "environment: name the variable with api_key_env")
+        return value
+
     @property
     def pipelines(self) -> list[str]:
         return [self.recipe] if isinstance(self.recipe, str) else list(self.recipe)
@@ -151,6 +161,22 @@ class RunConfig(_Closed):
 
 
 _GENERATION_STEPS = {stage for stages in RECIPE_STAGES.values() for stage in stages}
+
+
+SECRET_NAMES = {"api_key", "apikey", "key", "secret", "password", "token", "authorization",
+                "bearer", "access_token"}
+
+
+def _secret_key(value: Any) -> str | None:
+    """The first key of a model entry (at any depth) named like a secret."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if str(key).lower().replace("-", "_") in SECRET_NAMES:
+                return str(key)
+            found = _secret_key(inner)
+            if found:
+                return found
+    return None
 
 
 class StagePlan(BaseModel):

@@ -113,6 +113,7 @@ class Pipeline:
     def open_workspace(self) -> Workspace:
         """The workspace, made if missing, with the configuration's models written into
         its charforge.yaml (names only and endpoints: keys stay in the environment)."""
+        self.check_model_entries()
         ws = Workspace.init(self.workspace_path)
         if self.config.models:
             raw = yaml.safe_load(ws.config_path.read_text(encoding="utf-8")) or {}
@@ -124,6 +125,20 @@ class Pipeline:
                                           encoding="utf-8")
             ws.reload_config()
         return ws
+
+    def check_model_entries(self) -> None:
+        """Each model entry of the file is one its backend accepts (before it is written)."""
+        from pydantic import ValidationError
+
+        from charforge.llm.registry import ModelEntry, build_chat_model
+
+        for name, entry in self.config.models.items():
+            try:
+                build_chat_model(name, ModelEntry.model_validate(entry))
+            except (ValidationError, CharforgeError, ValueError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])
+                detail = first[-1].strip() if isinstance(exc, ValidationError) else first[0]
+                raise CharforgeError(f"models.{name}: {detail}") from None
 
     async def check_models(self, ws: Workspace, steps: list[str]) -> None:
         """Every model the chosen steps use exists; an endpoint answers. A local model is
