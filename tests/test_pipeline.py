@@ -40,9 +40,11 @@ def responder(request: dict) -> str:
     and an uninterrupted run agree); everything else: the scripted teacher."""
     text = request["messages"][-1]["content"]
     system = next((m["content"] for m in request["messages"] if m["role"] == "system"), "")
+    digest = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
     if "judge of role-play" in system:
-        digest = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
         return f"The answer keeps to what the profile says.\nScore: {1 + digest % 7}"
+    if system.startswith("You compare role-play"):  # PersLLM's ranking judge
+        return "A > B" if digest % 2 else "B > A"
     return scripted_teacher.answer(request)
 
 

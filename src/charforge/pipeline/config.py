@@ -92,6 +92,10 @@ class EvaluationConfig(_Closed):
     max_tokens: int = Field(default=160, ge=1, le=100_000)
     temperature: float = Field(default=0.2, ge=0, le=2)
     judge_max_tokens: int = Field(default=400, ge=16, le=100_000)
+    judges: list[Literal["rubric", "rank"]] | None = Field(
+        default=None, description="rubric: Character-LLM's five dimensions, 1-7; rank: "
+        "PersLLM's ranking of the agents' answers side by side (default: rubric, and rank "
+        "too in the persllm recipe)")
     preset: Literal["charforge", "character-llm"] | None = Field(
         default=None, description="judge prompts (default: the recipe's)")
     concurrency: int = Field(default=16, ge=1, le=1024)
@@ -149,6 +153,12 @@ class RunConfig(_Closed):
     @property
     def judge_model(self) -> str:
         return self.judge or self.teacher
+
+    @property
+    def judges(self) -> list[str]:
+        if self.evaluation.judges is not None:
+            return list(self.evaluation.judges)
+        return ["rubric", *(["rank"] if "persllm" in self.pipelines else [])]
 
     def generation_stages(self) -> list[str]:
         return [stage for pipeline in self.pipelines for stage in RECIPE_STAGES[pipeline]]

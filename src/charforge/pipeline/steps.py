@@ -202,24 +202,32 @@ def _preset(ctx: StepContext) -> Any:
 
 
 async def judge(ctx: StepContext) -> tuple[bool, str]:
+    """The rubric judge (and PersLLM's ranking judge, where the file asks for it)."""
     from charforge.evaluate.api import judge_async
 
     options = ctx.config.evaluation
-    try:
-        summary = await judge_async(
-            ctx.ws, ctx.slug, judge=ctx.config.judge_model, preset=_preset(ctx),
-            agents=agents(ctx), modes=list(options.modes),
-            sampling={"max_tokens": options.judge_max_tokens},
-            concurrency=options.concurrency, console=ctx.console)
-    except CharforgeError as exc:
-        if not str(exc).startswith("nothing to do"):
-            raise
-        return False, str(exc)
-    assert isinstance(summary, RunSummary)
-    for note in summary.notes:
-        ctx.print(f"  {note}")
-    _check_interrupted(ctx, "judge", summary)
-    return summary.finished > 0, _summary_line(summary)
+    lines, ran = [], False
+    for kind in ctx.config.judges:
+        try:
+            summary = await judge_async(
+                ctx.ws, ctx.slug, judge=ctx.config.judge_model, preset=_preset(ctx),
+                stage="judge" if kind == "rubric" else "judge-rank", agents=agents(ctx),
+                modes=list(options.modes), sampling={"max_tokens": options.judge_max_tokens},
+                concurrency=options.concurrency, console=ctx.console)
+        except CharforgeError as exc:
+            if not str(exc).startswith("nothing to do"):
+                raise
+            lines.append(f"{kind}: {exc}")
+            continue
+        assert isinstance(summary, RunSummary)
+        for note in summary.notes:
+            ctx.print(f"  {note}")
+        ran = ran or summary.finished > 0
+        lines.append(f"{kind}: {_summary_line(summary)}")
+        _check_interrupted(ctx, "judge", summary)
+        if ctx.stop:
+            break
+    return ran, "; ".join(lines)
 
 
 async def report(ctx: StepContext) -> tuple[bool, str]:

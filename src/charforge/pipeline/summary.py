@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from charforge.pipeline.run import PipelineRun
 
 # The store's stage names behind each step.
-STORE_STAGES = {"interview": ("interview", "interview-multi"), "judge": ("judge",)}
+STORE_STAGES = {"interview": ("interview", "interview-multi"),
+                "judge": ("judge", "judge-rank")}
 TRAINED, PROMPTED = "trained", "prompted"
 
 
@@ -102,6 +103,10 @@ def metric_rows(run: PipelineRun) -> list[dict[str, Any]]:
             continue
         if not m.versus:
             table.setdefault(m.metric, {"metric": m.metric})[m.agent] = m.value
+        elif m.low is None or m.high is None:  # a pairwise figure (the ranking's win rate)
+            if m.versus in (TRAINED, PROMPTED):
+                table.setdefault(f"{m.metric} over {m.versus}",
+                                 {"metric": f"{m.metric} over {m.versus}"})[m.agent] = m.value
         elif {m.agent, m.versus} == {TRAINED, PROMPTED} and m.value is not None:
             sign = 1 if m.agent == TRAINED else -1
             low, high = sorted((sign * (m.low or 0.0), sign * (m.high or 0.0)))
