@@ -13,6 +13,7 @@ from charforge.llm.grammar import (
     HINTS_KEY,
     GrammarCompiler,
     constrain_strings,
+    name_pattern,
     prose_pattern,
     schema_of,
 )
@@ -121,7 +122,11 @@ def test_stage_hints_reach_the_grammar_but_never_an_endpoint(tmp_path):
     with ws.store() as store:
         [params] = store._all("SELECT params FROM tasks WHERE stage='protective'")
     stored = json.loads(params[0])["response_format"]
-    assert stored[HINTS_KEY] == DialogueStage.hints
+    hints = stored[HINTS_KEY]
+    assert {key: hints[key] for key in DialogueStage.hints} == DialogueStage.hints
+    # who says what, turn by turn: Anna asks, Beethoven answers
+    assert [(t["speaker"], t["action"]) for t in hints["sequence"]["turns"]] == \
+        [("Anna", "speaking"), ("Beethoven", "speaking")] * 2
     # kept in the schema's own order: the order a model writes the fields in
     assert list(stored["json_schema"]["schema"]["properties"]) == ["background", "turns"]
 
@@ -134,3 +139,82 @@ def test_a_lead_makes_the_string_start_with_the_character(grammars):
     assert accepts(grammars, scenes, '{"background": "J. S. Bach plays the organ."}')
     assert not accepts(grammars, scenes, '{"background": "Handel plays the organ today."}')
     assert not accepts(grammars, scenes, '{"background": "J. S. Bach."}')  # 4+ words
+
+
+def test_a_sequence_makes_the_speakers_alternate_and_the_visitor_ask(grammars):
+    seq = [{"speaker": "Anna", "action": "speaking", "content": {"question": True}},
+           {"speaker": "Beethoven", "action": "speaking"},
+           {"speaker": "Anna", "action": "speaking"},
+           {"speaker": "Beethoven", "action": ["thinking", "speaking"]}]
+    schema = constrain_strings(strict_json_schema(dialogue_model(("Beethoven", "Anna"))),
+                               {"background": [4, 30], "content": [6, 40]},
+                               items={"turns": [3, 6]}, sequence={"turns": seq})
+    ask = "Have you ever heard of the telephone, Master?"
+    bg = "Vienna, a cold room in 1816."
+    assert accepts(grammars, schema, answer(bg, turn("Anna", ask), turn("Beethoven", GOOD_LINE),
+                                            turn("Anna", GOOD_LINE)))
+    assert accepts(grammars, schema, answer(bg, turn("Anna", ask), turn("Beethoven", GOOD_LINE),
+                                            turn("Anna", GOOD_LINE),
+                                            turn("Beethoven", GOOD_LINE, "thinking")))
+    # the first turn is not a question
+    assert not accepts(grammars, schema, answer(bg, turn("Anna", GOOD_LINE),
+                                                turn("Beethoven", GOOD_LINE),
+                                                turn("Anna", GOOD_LINE)))
+    # the same speaker twice in a row, fewer turns than asked, more than the sequence
+    assert not accepts(grammars, schema, answer(bg, turn("Anna", ask), turn("Anna", GOOD_LINE),
+                                                turn("Anna", GOOD_LINE)))
+    assert not accepts(grammars, schema, answer(bg, turn("Anna", ask),
+                                                turn("Beethoven", GOOD_LINE)))
+    assert not accepts(grammars, schema, answer(
+        bg, turn("Anna", ask), turn("Beethoven", GOOD_LINE), turn("Anna", GOOD_LINE),
+        turn("Beethoven", GOOD_LINE), turn("Anna", GOOD_LINE)))
+
+
+def test_mentions_leads_and_other_names(grammars):
+    import re
+
+    mention = prose_pattern(8, 30, mention="Beethoven")
+    assert re.fullmatch(mention, "In 1795, Beethoven plays for Prince Lichnowsky in Vienna.")
+    assert re.fullmatch(mention, "Beethoven's pupil Ries comes to the house in Vienna.")
+    assert not re.fullmatch(mention, "A cold room where nobody plays the piano at all today.")
+    leads = prose_pattern(4, 30, ["I do not know", "What is"])
+    assert re.fullmatch(leads, "What is this thing you speak of?")
+    assert not re.fullmatch(leads, "Yes, I know it very well.")
+    other = name_pattern(["Beethoven", "Ludwig"])
+    for name, ok in [("Beethoven", False), ("Ludwig", False), ("Karl Holz", True),
+                     ("Haydn", True), ("Beeth", True), ("Ludwig Haydn", False)]:
+        assert bool(re.fullmatch(other, name)) == ok, name
+    # no runs of capitals (SmolLM2's "DEBU DEBT DEBF"), Roman numerals are fine
+    assert not re.fullmatch(prose_pattern(2, 10), "HERE IS DEBU")
+    assert re.fullmatch(prose_pattern(2, 10), "Louis XVI and I.")
+
+
+def test_the_english_openings_are_given_to_english_characters_only(tmp_path):
+    from charforge.generate.protective import ASKING, ProtectiveStage
+    from charforge.stages import build_stage
+    from charforge.workspace import Workspace
+
+    german = " ".join(["Ludwig van Beethoven wurde im Dezember 1770 in Bonn geboren und "
+                       "starb im März 1827 in Wien, wo er die meisten Jahre seines Lebens "
+                       "verbrachte und seine Sinfonien schrieb."] * 12)
+    english = " ".join(["Ada Lovelace was born in London in 1815 and worked with Charles "
+                        "Babbage on his Analytical Engine, writing the first published "
+                        "program for it."] * 12)
+    hints = {}
+    for name, text in (("Beethoven", german), ("Ada", english)):
+        source = tmp_path / f"wiki_{name}.txt"
+        source.write_text(f"# {name}\n\n{text}\n", encoding="utf-8")
+        ws = Workspace.init(tmp_path / name)
+        ws.import_character(source)
+        with ws.store() as store:
+            stage = build_stage(ProtectiveStage, ws.load_character(name), store,
+                                options={"count": 1}, templates=ws.templates())
+            [planned] = list(stage.plan())
+            hints[name] = stage.decoding_hints(stage.task_inputs(planned))
+    asked = hints["Ada"]["sequence"]["turns"][0]["content"]
+    assert asked["lead"] == ASKING and hints["Ada"]["leads"]["background"].startswith("One day")
+    german_turns = hints["Beethoven"]["sequence"]["turns"]
+    assert "leads" not in hints["Beethoven"]
+    assert [turn["speaker"] for turn in german_turns] == ["Anna", "Beethoven"] * 2
+    assert german_turns[0]["content"] == {"question": True}  # still a question, any words
+    assert all("lead" not in turn.get("content", {}) for turn in german_turns)

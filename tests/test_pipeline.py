@@ -24,12 +24,17 @@ from charforge.testing import ScriptedOpenAIServer
 import scripted_teacher
 from conftest import CLI, REPO, run
 
-DARWIN = REPO / "examples" / "darwin"
+BEETHOVEN = REPO / "src" / "charforge" / "data" / "wiki_Beethoven.txt"
+STYLE = {"early": ["I will seize fate by the throat; it shall never wholly overcome me.",
+                   "Come, friend, the organ at court waits for no one, least of all me.",
+                   "Neefe says I play like a storm; I say a storm has no patience."],
+         "late": ["I hear the music inside, clearer now than any orchestra could play it.",
+                  "Write to me, do not speak: my ears have left me, my pen has not.",
+                  "The quartets are for a later age; let the critics wait for it."]}
 QUESTIONS = [
-    {"topic_id": "topic-1", "topic": "past experiences",
-     "question": "What did you see in the Galapagos?"},
-    {"topic_id": "topic-2", "topic": "relationships", "question": "Who was FitzRoy to you?"},
-    {"topic_id": "topic-3", "topic": "values", "question": "What do you think of evidence?"},
+    {"topic_id": "topic-1", "topic": "past experiences", "question": "Who taught you in Bonn?"},
+    {"topic_id": "topic-2", "topic": "relationships", "question": "What was your father like?"},
+    {"topic_id": "topic-3", "topic": "values", "question": "What do you think of Napoleon?"},
     {"topic_id": "topic-4", "topic": "difficult to answer without breaking character",
      "question": "Do you use a smartphone?"},
 ]
@@ -48,12 +53,30 @@ def responder(request: dict) -> str:
     return scripted_teacher.answer(request)
 
 
+def staged_beethoven(folder: Path) -> Path:
+    """Beethoven as PersLLM stage files, from the shipped wiki profile: his early years
+    (the first paragraphs) and his late ones (the last), with a few lines in his manner.
+    The scripted teacher writes about Beethoven, so both recipes' checks read its answers
+    against his own words."""
+    lines = [line for line in BEETHOVEN.read_text(encoding="utf-8").splitlines()[1:]
+             if line.strip()]
+    stages = folder / "beethoven"
+    stages.mkdir(exist_ok=True)
+    for stage, part in (("early", lines[:12]), ("late", lines[-12:])):
+        (stages / f"{stage}_knowledge.txt").write_text("\n".join(part) + "\n",
+                                                       encoding="utf-8")
+        (stages / f"{stage}_style.txt").write_text("\n".join(STYLE[stage]) + "\n",
+                                                   encoding="utf-8")
+    return stages
+
+
 def write_config(folder: Path, base_url: str, tiny_model: Path, **changes) -> Path:
     questions = folder / "questions.json"
     questions.write_text(json.dumps(QUESTIONS), encoding="utf-8")
     config = {
         "workspace": "ws",
-        "character": {"source": str(DARWIN), "name": "Charles Darwin"},
+        "character": {"source": str(staged_beethoven(folder)),
+                      "name": "Ludwig van Beethoven"},
         "recipe": ["character-llm", "persllm"],
         "preset": "default",
         "teacher": "teacher",
@@ -81,7 +104,7 @@ def write_config(folder: Path, base_url: str, tiny_model: Path, **changes) -> Pa
 
 
 def report_numbers(ws: Path) -> dict:
-    report = json.loads((ws / "reports" / "darwin" / "report.json").read_text())
+    report = json.loads((ws / "reports" / "beethoven" / "report.json").read_text())
     return {key: report[key] for key in ("agents", "dimensions", "means", "comparisons",
                                          "metrics")}
 
@@ -126,7 +149,7 @@ def test_run_both_recipes_rerun_and_kill_resume(tmp_path, tiny_model_dir):
         first = run("run", config, cwd=straight)
         assert first.returncode == 0, first.stderr[-3000:]
         ws = straight / "ws"
-        summary = json.loads((ws / "reports" / "darwin-summary.json").read_text())
+        summary = json.loads((ws / "reports" / "beethoven-summary.json").read_text())
         steps = [row["step"] for row in summary["stages"]]
         assert steps == ["scenes", "experiences", "protective", "questions", "answers",
                          "dataset", "train", "dpo", "interview", "judge", "report"]
@@ -139,17 +162,17 @@ def test_run_both_recipes_rerun_and_kill_resume(tmp_path, tiny_model_dir):
         assert len(judged) == 5 and all("difference" in row for row in summary["judge"])
         paired = {row["metric"] for row in summary["metrics"] if "difference" in row}
         assert {"profile_similarity", "log_perplexity"} <= paired, summary["metrics"]
-        assert "charforge chat darwin" in first.stdout
+        assert "charforge chat beethoven" in first.stdout
         numbers = report_numbers(ws)
         assert {"trained", "prompted"} <= set(numbers["agents"])
 
         # A second run: no teacher or judge call, nothing trained, the same report.
         asked = len(server.chat_requests)
-        runs = sorted(p.name for p in (ws / "models" / "darwin").iterdir())
+        runs = sorted(p.name for p in (ws / "models" / "beethoven").iterdir())
         again = run("run", config, cwd=straight)
         assert again.returncode == 0, again.stderr[-3000:]
         assert len(server.chat_requests) == asked
-        assert sorted(p.name for p in (ws / "models" / "darwin").iterdir()) == runs
+        assert sorted(p.name for p in (ws / "models" / "beethoven").iterdir()) == runs
         assert "already trained" in again.stderr
         assert report_numbers(ws) == numbers
 
@@ -158,7 +181,7 @@ def test_run_both_recipes_rerun_and_kill_resume(tmp_path, tiny_model_dir):
         killed.mkdir()
         config = write_config(killed, server.base_url, tiny_model_dir)
         db = killed / "ws" / "charforge.db"
-        models = killed / "ws" / "models" / "darwin"
+        models = killed / "ws" / "models" / "beethoven"
         kill_when(["run", config], killed,
                   lambda: count(db, records_of("experience")) >= 1, "experiences")
         kill_when(["run", config], killed,
@@ -283,6 +306,6 @@ def test_ctrl_c_stops_the_run_cleanly_and_the_same_command_resumes(tmp_path, tin
         assert "scenes was interrupted: run the same command again" in stdout
         again = run("run", config, "--until", "scenes", cwd=tmp_path)
         assert again.returncode == 0, again.stderr[-2000:]
-        summary = json.loads((tmp_path / "ws" / "reports" / "darwin-summary.json").read_text())
+        summary = json.loads((tmp_path / "ws" / "reports" / "beethoven-summary.json").read_text())
         (scenes,) = summary["stages"]
         assert scenes["step"] == "scenes" and scenes["done"] + scenes["rejected"] == 2

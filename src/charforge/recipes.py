@@ -115,17 +115,20 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             name="demo",
-            description="a taste on the embedded model: 2 scene prompts of 3 scenes, short "
-                        "experiences, 2 protective scenes",
+            description="a taste on the embedded model: 8 scene prompts of 4 scenes, short "
+                        "experiences, 24 protective scenes",
             cost="a few minutes on a laptop CPU with the embedded model",
             # A 135M teacher keeps to the point at a low temperature (0.7 wanders off).
             generation={
-                "scenes": StageRecipe(options={"prompts": 2, "scenes_per_prompt": 3},
-                                      sampling={"max_tokens": 450, "temperature": 0.4}),
+                "scenes": StageRecipe(options={"prompts": 8, "scenes_per_prompt": 4},
+                                      sampling={"max_tokens": 900, "temperature": 0.4,
+                                                "top_p": 0.8}),
                 "experiences": StageRecipe(options={"min_words": 150},
-                                           sampling={"max_tokens": 700, "temperature": 0.4}),
-                "protective": StageRecipe(options={"count": 2},
-                                          sampling={"max_tokens": 700, "temperature": 0.4}),
+                                           sampling={"max_tokens": 800, "temperature": 0.4,
+                                                     "top_p": 0.8}),
+                "protective": StageRecipe(options={"count": 24},
+                                          sampling={"max_tokens": 800, "temperature": 0.4,
+                                                    "top_p": 0.8}),
             },
             training=TrainSettings(epochs=1, effective_batch=4, save_steps=10),
         ),

@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from charforge import parse
 from charforge.llm.base import Sampling
 from charforge.parse.quality import (
+    COMMON_WORDS,
+    WORD,
     DialogueRules,
     MainNames,
     known_share,
@@ -50,6 +52,15 @@ class LanguageCheck(TaskStage):
             return None
         return vocabulary(texts)
 
+    @cached_property
+    def english(self) -> bool:
+        """Whether the character's texts are English (a quarter or more of their words
+        among the commonest English ones): the openings a local grammar puts at the start
+        of a background or a turn are English words, given to English characters only."""
+        words = [w for text in self.character.profile_or_knowledge()
+                 for w in WORD.findall(text.lower())]
+        return bool(words) and sum(w in COMMON_WORDS for w in words) / len(words) >= 0.25
+
     def check_language(self, text: str) -> None:
         known = self.known_words
         share = known_share(text, known) if known else 1.0
@@ -83,10 +94,12 @@ class DialogueStage(ExampleStage):
     # What a reader would accept: 3+ turns from 2+ speakers, lines of real length.
     rules: ClassVar[DialogueRules] = DialogueRules(min_turns=3, min_speakers=2,
                                                    min_median_words=8, main_speaks=True)
-    # How a local grammar holds a small teacher to the prompt's lengths.
+    # How a local grammar holds a small teacher to the prompt's lengths: every turn at
+    # least the median a reader asks for (so no short turn drags it down), at most a few
+    # sentences, and few enough turns that the JSON closes well before max_tokens.
     hints: ClassVar[dict[str, Any]] = {
-        "words": {"background": [12, 60], "content": [6, 45]},
-        "items": {"turns": [4, 8]},
+        "words": {"background": [10, 40], "content": [8, 50]},
+        "items": {"turns": [4, 6]},
     }
 
     def derived(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,7 +115,40 @@ class DialogueStage(ExampleStage):
         return dialogue_model((inputs["short_name"], *people)) if people else self.Output
 
     def decoding_hints(self, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
-        return self.hints
+        """The stage's lengths, how the background opens (`background_lead`), and who
+        says what turn by turn (`turn_sequence`)."""
+        sequence = self.turn_sequence(inputs)
+        if not self.english:  # who speaks, in what mode, stays; the English openings go
+            return {**self.hints, "sequence": {"turns": [
+                {k: v for k, v in turn.items() if k != "content"} | (
+                    {"content": {"question": True}} if turn.get("content", {}).get("question")
+                    else {}) for turn in sequence]}}
+        return {**self.hints, "leads": {"background": self.background_lead(inputs)},
+                "sequence": {"turns": sequence}}
+
+    def background_lead(self, inputs: Mapping[str, Any]) -> str | list[str]:
+        """The background's first words (or a choice of them): the character's name
+        and where ("Beethoven is in"), so that it sets the scene around the character
+        (SmolLM2 otherwise opens with "The story begins with a brief introduction", or
+        with a potted biography after "Beethoven is"). English after the name matters:
+        after a German name alone SmolLM2 goes on in (pseudo-)German."""
+        return f"{inputs['short_name']} is in"
+
+    def turn_sequence(self, inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Who speaks in each turn, for a local grammar: left to itself a small teacher
+        lets its character only think, or the others talk among themselves. Here
+        another person opens, the character thinks, then answers, and from there the
+        two alternate, the character speaking every other turn."""
+        main = inputs["short_name"]
+        people = self.derived(inputs)["people"]
+        other: Any = list(people) if people else {"name_except": main_name_words(inputs)}
+        said = {"lead": SPOKEN_OPENINGS}
+        return [{"speaker": other, "action": "speaking", "content": said},
+                {"speaker": main, "action": "thinking", "content": {"lead": THOUGHT_OPENINGS}},
+                {"speaker": main, "action": "speaking", "content": said},
+                {"speaker": other, "action": "speaking", "content": said},
+                {"speaker": main, "action": "speaking", "content": said},
+                {"speaker": other, "action": "speaking", "content": said}]
 
     def dialogue_from(self, task: TaskRow, text: str) -> dict[str, Any]:
         read = parse.parse_dialogue_json if task.mode == "json" else parse.parse_dialogue_text
@@ -115,7 +161,29 @@ class DialogueStage(ExampleStage):
         words = "\n".join([dialogue.background, *(turn.content for turn in dialogue.turns)])
         self.check_copy(task, words)
         self.check_language(words)
+        # A reader drops a dialogue whose background or any turn is in another language,
+        # even when the rest carries the whole above the threshold (SmolLM2 drifts into
+        # pseudo-German for one turn, then back).
+        for part in (dialogue.background, *(turn.content for turn in dialogue.turns)):
+            self.check_language(part)
         return dialogue.model_dump()
+
+
+# How a turn may open, for a local grammar: what a person says to another, in the first
+# or second person. Left free, SmolLM2 narrates ("He keeps himself busy until he can
+# talk to anyone") instead of speaking.
+SPOKEN_OPENINGS = ["I", "You", "We", "My", "Your", "Yes,", "No,", "Why", "What", "How",
+                   "Please", "Tell me,", "Do you", "Have you", "Is it", "Listen,", "Ah,",
+                   "Oh,", "Well,", "Sir,", "Madam,", "Thank you,"]
+THOUGHT_OPENINGS = ["I", "My", "Why", "What", "How", "If I", "Perhaps"]
+
+
+def main_name_words(inputs: Mapping[str, Any]) -> list[str]:
+    """The capitalised words of the character's names ("Ludwig", "Beethoven"): what
+    another speaker's name must not be."""
+    names = (inputs["short_name"], inputs["name"])
+    return sorted({word for name in names for word in re.findall(r"[^\W\d_]+", name)
+                   if word[:1].isupper()})
 
 
 @cache

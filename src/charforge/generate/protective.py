@@ -12,13 +12,24 @@ from typing import Any
 
 from pydantic import Field
 
-from charforge.generate.base import DialogueStage, teacher_sampling
+from charforge.generate.base import SPOKEN_OPENINGS, DialogueStage, teacher_sampling
 from charforge.records import Rejected
 from charforge.stages import PlannedTask, Records, StageOptions, register_stage
 from charforge.tasks import TaskRow
 
 # Who provokes the character: plain first names, one per scene in turn.
 VISITORS = ("Anna", "Thomas", "Clara", "Samuel", "Maria", "Jonas", "Helena", "Victor")
+# What the visitor asks about first, one per scene in turn (12 topics against 8
+# visitors: 24 different pairs): things from after most historical characters' time.
+# A named subject keeps a small teacher on the scene's point.
+TOPICS = ("the telephone", "the railway", "the aeroplane", "the radio", "photography",
+          "the electric light", "the motor car", "the computer", "television",
+          "the cinema", "the typewriter", "the steamship")
+# How the visitor's first question and the character's first answer open, for a local
+# grammar: the question is asked (a small teacher writes statements), and the answer
+# starts from not knowing (it otherwise chats about anything).
+ASKING = "Tell me, have you ever heard of"
+ANSWERING = ["I have never heard of", "I do not know", "What is", "I do not understand"]
 
 
 class ProtectiveOptions(StageOptions):
@@ -47,8 +58,24 @@ class ProtectiveStage(DialogueStage):
                 "to set protective scenes in")
 
     def derived(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Who provokes the character: a name taken in turn from `VISITORS`."""
-        return {"people": [VISITORS[int(inputs["sample"]) % len(VISITORS)]]}
+        """Who provokes the character, a name taken in turn from `VISITORS`, and what
+        about first, a subject taken in turn from `TOPICS`."""
+        sample = int(inputs["sample"])
+        return {"people": [VISITORS[sample % len(VISITORS)]],
+                "topic": TOPICS[sample % len(TOPICS)]}
+
+    def background_lead(self, inputs: Mapping[str, Any]) -> str | list[str]:
+        return f"One day, {self.derived(inputs)['people'][0]} visits {inputs['short_name']} and"
+
+    def turn_sequence(self, inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The visitor asks (the turn ends with "?"), the character answers from not
+        knowing; the visitor pushes, the character has the last word."""
+        main, visitor = inputs["short_name"], self.derived(inputs)["people"][0]
+        return [{"speaker": visitor, "action": "speaking",
+                 "content": {"question": True, "lead": ASKING}},
+                {"speaker": main, "action": "speaking", "content": {"lead": ANSWERING}},
+                {"speaker": visitor, "action": "speaking", "content": {"lead": SPOKEN_OPENINGS}},
+                {"speaker": main, "action": "speaking", "content": {"lead": SPOKEN_OPENINGS}}]
 
     def parse_answer(self, task: TaskRow, text: str) -> Records:
         dialogue = self.dialogue_from(task, text)

@@ -132,9 +132,12 @@ class SceneStage(ExampleStage):
                                     for field in (scene.location, scene.background))
 
     def decoding_hints(self, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
+        # Each background names the character early (a scene that does not is
+        # rejected); words bounded so that n scenes close well before max_tokens.
         n = int(inputs["n_scenes"])
-        return {"words": {"type": [1, 3], "location": [3, 20], "background": [14, 60]},
-                "items": {"scenes": [n, n]}}
+        return {"words": {"type": [1, 2], "location": [2, 12], "background": [12, 60]},
+                "items": {"scenes": [n, n]},
+                "mentions": {"background": str(inputs["short_name"])}}
 
     def parse_answer(self, task: TaskRow, text: str) -> Records:
         read = parse.parse_scenes_json if task.mode == "json" else parse.parse_scenes_text

@@ -503,7 +503,8 @@ class LocalChatModel(ChatModelBase):
             return schema
         hints = response_format.get(HINTS_KEY) or {}
         return constrain_strings(schema, hints.get("words"), items=hints.get("items"),
-                                leads=hints.get("leads"))
+                                leads=hints.get("leads"), mentions=hints.get("mentions"),
+                                sequence=hints.get("sequence"))
 
 
 @contextmanager
