@@ -9,12 +9,14 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from charforge.errors import CharforgeError
 from charforge.evaluate.api import interview, judge
 from charforge.evaluate.questions import item_id
 from charforge.evaluate.records import RUBRIC_DIMENSIONS
 from charforge.testing import ScriptedOpenAIServer
+from charforge.workspace import Workspace
 
 QUESTIONS = [
     {"topic_id": "topic-1", "topic": "past experiences", "question": "Who taught you music?"},
@@ -141,6 +143,51 @@ def test_rubric_judge_scores_retries_once_and_records_unscored(tmp_path, questio
     assert {j["dimension"] for j in unscored} == {"stability"} and len(unscored) == 3
     assert all("[unscored:" in j["reasoning"] for j in unscored)
     assert all(1 <= j["score"] <= 7 for j in judged if j["score"] is not None)
+
+
+def json_judge(request: dict) -> str:
+    """A judge that answers the schema it is sent; agents as in `scripted`."""
+    if role_of(request) != "judge":
+        return scripted(request)
+    last = request["messages"][-1]["content"]
+    if "Stability" in last:
+        return '{"reasoning": "no schema here", "verdict": 2}'  # off the schema: read as text
+    return json.dumps({"reasoning": "The answers recall Bonn and Neefe.", "score": 6})
+
+
+def test_a_judge_that_takes_a_schema_answers_in_json_and_is_never_asked_twice(
+        tmp_path, questions_file, tiny_model_dir):
+    from conftest import teacher_workspace
+
+    with ScriptedOpenAIServer(responder=json_judge) as server:
+        ws = teacher_workspace(tmp_path / "ws", server.base_url, json_schema=True)
+        interview(ws, "beethoven", agent="prompted:teacher", questions=questions_file,
+                  show_progress=False)
+        before = len(server.chat_requests)
+        judge(ws, "beethoven", judge="teacher", show_progress=False)
+        judge_requests = server.chat_requests[before:]
+    sent = judge_requests[0].json["response_format"]["json_schema"]["schema"]
+    assert sent["properties"]["score"]["enum"] == [1, 2, 3, 4, 5, 6, 7]
+    assert "JSON object" in judge_requests[0].json["messages"][-1]["content"]
+    # four dimensions read from JSON at once; stability's answer missed the schema, so it
+    # was read as text, found no score and was asked once more (as text)
+    assert len(judge_requests) == 3 * len(RUBRIC_DIMENSIONS) + 3
+    assert "response_format" not in judge_requests[-1].json
+    judged = records(ws, "judgment")
+    assert {j["score"] for j in judged if j["dimension"] != "stability"} == {6}
+    assert all(j["score"] is None for j in judged if j["dimension"] == "stability")
+
+    # A tiny random model as the judge: under the grammar every judgment has a score.
+    config = yaml.safe_load(ws.config_path.read_text())
+    config["models"]["tiny"] = {"backend": "local", "path": str(tiny_model_dir),
+                                "dtype": "float32"}
+    ws.config_path.write_text(yaml.safe_dump(config))
+    ws = Workspace(ws.root)
+    result = judge(ws, "beethoven", judge="tiny", dimensions=["values"],
+                   sampling={"max_tokens": 1500}, show_progress=False)
+    assert result.done == 3
+    tiny = [j for j in records(ws, "judgment") if j["judge"] == "tiny"]
+    assert len(tiny) == 3 and all(1 <= j["score"] <= 7 for j in tiny)
 
 
 def test_character_llm_preset_uses_the_seed_prompts(tmp_path, questions_file):

@@ -165,8 +165,13 @@ async def judge_async(
     async with judge_model:
         store = ws.store()
         try:
+            # The rubric in JSON where the judge takes a schema (never the seed's prompts,
+            # which ask for a last line).
+            mode = ("json" if stage == "judge" and preset == "charforge"
+                    and judge_model.supports_json_schema else "text")
             built = build_stage(cls, character, store, options=options,
-                                sampling=_sampling(sampling), templates=ws.templates())
+                                sampling=_sampling(sampling), templates=ws.templates(),
+                                mode=mode)
             empty = built.nothing_to_do()
             if empty:
                 raise CharforgeError(f"nothing to do: {empty}")

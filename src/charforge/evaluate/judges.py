@@ -24,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from charforge.llm.base import ChatMessage, Sampling
 from charforge.session import TaskSession
@@ -66,6 +66,16 @@ class JudgeOptions(StageOptions):
         return self
 
 
+class RubricAnswer(BaseModel):
+    """A judge's answer as JSON, where its endpoint takes a schema (a local model decodes
+    it under a grammar, so even a small judge always gives a score on the scale)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reasoning: str = Field(description="a few sentences, before the score")
+    score: Literal[1, 2, 3, 4, 5, 6, 7]
+
+
 def interactions_text(record: InterviewRecord, name: str, *, seed_format: bool) -> str:
     """The interview as the judge reads it: questions and spoken answers (thinking is
     not shown), in charforge's format or the seed's `Name (speaking): ...` lines."""
@@ -93,8 +103,14 @@ class RubricJudge(TaskStage):
     Options: ClassVar[type[StageOptions]] = JudgeOptions
     roles: ClassVar[tuple[str, ...]] = ("judge",)
     sampling: ClassVar[Sampling] = JUDGE_SAMPLING
+    Output: ClassVar[type[BaseModel] | None] = RubricAnswer  # used in JSON mode only
+    # A local grammar keeps the reasoning to a few sentences.
+    hints: ClassVar[dict[str, Any]] = {"words": {"reasoning": [8, 60]}}
     low: ClassVar[int] = 1
     high: ClassVar[int] = 7
+
+    def decoding_hints(self, inputs: Any) -> dict[str, Any] | None:
+        return self.hints
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
@@ -176,20 +192,33 @@ class RubricJudge(TaskStage):
         return [(JUDGMENT_KIND, judgment.model_dump(mode="json"))]
 
 
+def _json_answer(text: str) -> RubricAnswer | None:
+    try:
+        return RubricAnswer.model_validate_json(text)
+    except ValidationError:
+        return None
+
+
 async def ask_for_score(stage: Any, task: TaskRow, session: TaskSession,
                         messages: list[ChatMessage], *, last_line: bool = False
                         ) -> tuple[int | None, str]:
     """(score, reasoning) of a judge asked `messages`, on the stage's `low`..`high` scale:
     an answer with no readable score is asked once more for the score alone
-    (`judge_retry`); still none, and the score is None, the reasoning saying why."""
+    (`judge_retry`); still none, and the score is None, the reasoning saying why. In JSON
+    mode the answer's `score` is read (a JSON answer that does not fit the schema is
+    read as text)."""
     low, high = stage.low, stage.high
     first = await session.ask(messages)
+    answer = _json_answer(first.text) if task.mode == "json" else None
+    if answer is not None:
+        return answer.score, answer.reasoning.strip()
     read = read_score(first.text, low, high, last_line=last_line)
     reasoning = first.text.strip()
     if read.score is None:
         retry = stage.render("judge_retry", task, problem=read.problem, low=low, high=high)
         second = await session.ask([*messages, ChatMessage(role="assistant", content=first.text),
-                                    ChatMessage(role="user", content=retry)])
+                                    ChatMessage(role="user", content=retry)],
+                                   response_format=None)
         read = read_score(second.text, low, high)
         if read.score is None:
             reasoning = f"{reasoning}\n\n[unscored: {read.problem}]"
