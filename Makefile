@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(BIN)/charforge run examples/beethoven.yaml
 
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
