@@ -13,3 +13,11 @@ DEMO_QUESTIONS = "interview_Beethoven.json"
 
 def demo_file(name: str) -> Path:
     return Path(str(resources.files("charforge").joinpath("data", name)))
+
+
+def interview_questions(limit: int) -> list[str]:
+    """The first `limit` questions of Beethoven's Character-LLM interview set."""
+    import json
+
+    rows = json.loads(demo_file(DEMO_QUESTIONS).read_text(encoding="utf-8"))
+    return [row["question"] for row in rows[:limit]]
