@@ -53,6 +53,7 @@ def test_train_bench_prints_its_figures():
     assert all(("met" in line or "missed" in line) for line in verdicts)
 
 
+@pytest.mark.slow  # ~39 s: the serve bench on the tiny model, both modes
 def test_serve_bench_prints_its_figures():
     """bench/serve.py on a tiny model: every setting and level is measured, and the
     figures, the targets (PASS or MISS) and the memory rows are printed (the figures

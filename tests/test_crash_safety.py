@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from charforge.testing import ScriptedOpenAIServer
 
 from conftest import teacher_workspace
@@ -40,6 +42,7 @@ def wait_for_requests(server: ScriptedOpenAIServer, more_than: int, proc) -> Non
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # ~32 s: five killed processes
 def test_sigkill_at_five_random_moments_loses_and_repeats_nothing(tmp_path):
     rng = random.Random(20261124)
     # 4 in flight at 100 ms: 40 tasks/s, so five kills at most 2 s into each run cannot

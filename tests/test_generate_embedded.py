@@ -4,13 +4,14 @@ every record accepted passes the content rules a reader would apply."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import statistics
 
 import pytest
 
-from charforge.generate import generate
+from charforge.generate import generate, generate_async
 from charforge.llm.local import LocalChatModel, LocalConfig
 from charforge.parse import junk_reason
 from charforge.testing import ScriptedOpenAIServer
@@ -25,6 +26,7 @@ STAGES = [("scenes", {"prompts": 1, "scenes_per_prompt": 1}, 160),
           ("protective", {"count": 1}, 420)]
 
 
+@pytest.mark.slow  # ~50 s: SmolLM2 writes three answers, batched
 @pytest.mark.integration
 def test_every_stage_on_the_embedded_teacher(tmp_path):
     with ScriptedOpenAIServer(responder=answer) as server:  # a scene to build on, whatever
@@ -32,10 +34,18 @@ def test_every_stage_on_the_embedded_teacher(tmp_path):
         generate(ws, "beethoven", "scenes", show_progress=False,
                  options={"prompts": 1, "scenes_per_prompt": 2})
     teacher = LocalChatModel(LocalConfig(repetition_penalty=1.2), name="smollm2")
-    for stage, options, max_tokens in STAGES:
-        summary = generate(ws, "beethoven", stage, model=teacher, limit=1, options=options,
+
+    async def every_stage_at_once():
+        """The three stages side by side, as `charforge run` could: the engine batches
+        their requests (the experience builds on the scripted scenes)."""
+        await teacher.check()
+        return await asyncio.gather(*(
+            generate_async(ws, "beethoven", stage, model=teacher, limit=1, options=options,
                            sampling={"max_tokens": max_tokens, "seed": 1},
                            output_format="json", show_progress=False)
+            for stage, options, max_tokens in STAGES))
+
+    for (stage, _, _), summary in zip(STAGES, asyncio.run(every_stage_at_once()), strict=True):
         assert summary.failed == 0 and summary.done + summary.rejected == 1, stage
         assert set(summary.rejection_reasons) <= KNOWN_REASONS
 

@@ -31,6 +31,9 @@ from conftest import REPO
 from scripted_teacher import answer
 
 ACTIVATE = ["source", ".venv/bin/activate"]
+# ~2 minutes: the fixture runs the Quickstart's 30 commands, each a process, LoRA steps and
+# an answer on the embedded SmolLM2 among them.
+pytestmark = pytest.mark.slow
 
 
 def quickstart_section() -> str:

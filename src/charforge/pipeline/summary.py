@@ -130,19 +130,23 @@ def _num(value: Any, digits: int = 2) -> str:
 
 def print_summary(data: dict[str, Any], console: Console) -> None:
     stages = Table(title="stages", title_justify="left")
-    for column in ("stage", "time", "done", "rejected", "failed", "records", "accepted",
-                   "rejections by reason"):
-        stages.add_column(column, overflow="fold")
+    for column in ("stage", "time", "done", "rejected", "failed", "records", "accepted"):
+        stages.add_column(column, no_wrap=True)
+    reasons: list[str] = []
     for row in data["stages"]:
         tries = row.get("tries")
         share = (f"{row['accepted']}/{tries} ({row['accepted'] / tries:.0%})" if tries else "-")
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(row.get("reasons", {}).items(),
-                                                            key=lambda kv: -kv[1]))
         stages.add_row(row["step"], duration(row["seconds"]) + ("" if row["ran"] else " (skip)"),
                        str(row.get("done", "-")), str(row.get("rejected", "-")),
-                       str(row.get("failed", "-")), str(row.get("records", "-")), share,
-                       reasons or "-")
+                       str(row.get("failed", "-")), str(row.get("records", "-")), share)
+        if row.get("reasons"):
+            reasons.append(f"  {row['step']}: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(row["reasons"].items(), key=lambda kv: -kv[1])))
     console.print(stages)
+    if reasons:
+        console.print("rejections by reason:")
+        for line in reasons:
+            console.print(line, markup=False, highlight=False)
     if data["training"]:
         training = Table(title="training", title_justify="left")
         for column in ("run", "kind", "steps", "train loss", "eval loss (before -> after)"):
