@@ -238,6 +238,8 @@ def test_bad_configurations_are_one_line_before_any_work(tmp_path, server, tiny_
             "teacher", lambda c: c["models"]["teacher"].update(
                 base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=1)),
             r"teacher 'teacher': "),
+        "recipe misspelt": (with_change("recipe", lambda c: c.update(recipe="charcter-llm")),
+                            r"recipe: Input should be 'character-llm' or 'persllm'"),
         "a key in the file": (with_change(
             "secret", lambda c: c["models"]["teacher"].update(api_key="sk-do-not-write")),
             r"'api_key' looks like a secret; keys stay in the environment"),

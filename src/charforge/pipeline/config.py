@@ -253,7 +253,8 @@ def _model_of(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 def config_error(path: Path | str, exc: ValidationError) -> CharforgeError:
     """One line for the first problem of a configuration."""
     first = exc.errors()[0]
-    loc = tuple(first["loc"])
+    # pydantic names each member of a union it tried ("literal['a','b']"): not a key
+    loc = tuple(part for part in first["loc"] if not (isinstance(part, str) and "[" in part))
     where = ".".join(str(part) for part in loc)
     if first["type"] == "extra_forbidden":
         model = _model_of(loc)
