@@ -34,10 +34,10 @@ STYLE = {"early": ["I will seize fate by the throat; it shall never wholly overc
 QUESTIONS = [
     {"topic_id": "topic-1", "topic": "past experiences", "question": "Who taught you in Bonn?"},
     {"topic_id": "topic-2", "topic": "relationships", "question": "What was your father like?"},
-    {"topic_id": "topic-3", "topic": "values", "question": "What do you think of Napoleon?"},
     {"topic_id": "topic-4", "topic": "difficult to answer without breaking character",
      "question": "Do you use a smartphone?"},
-]
+    {"topic_id": "topic-3", "topic": "values", "question": "What do you think of Napoleon?"},
+]  # the run's evaluation.limit asks the first three
 
 
 def responder(request: dict) -> str:
@@ -94,7 +94,8 @@ def write_config(folder: Path, base_url: str, tiny_model: Path, **changes) -> Pa
         "training": {"base": str(tiny_model), "epochs": 1, "max_steps": 12, "save_steps": 2,
                      "effective_batch": 2, "max_length": 1024, "precision": "fp32",
                      "dpo": True},
-        "evaluation": {"questions": str(questions), "max_tokens": 24, "temperature": 0.0,
+        "evaluation": {"questions": str(questions), "limit": 3, "max_tokens": 24,
+                       "temperature": 0.0,
                        "judge_max_tokens": 64, "concurrency": 1},
     }
     config.update(changes)
@@ -165,6 +166,7 @@ def test_run_both_recipes_rerun_and_kill_resume(tmp_path, tiny_model_dir):
         assert "charforge chat beethoven" in first.stdout
         numbers = report_numbers(ws)
         assert {"trained", "prompted"} <= set(numbers["agents"])
+        assert count(ws / "charforge.db", records_of("interview")) == 3 * 2  # limit 3
 
         # A second run: no teacher or judge call, nothing trained, the same report.
         asked = len(server.chat_requests)
@@ -175,6 +177,7 @@ def test_run_both_recipes_rerun_and_kill_resume(tmp_path, tiny_model_dir):
         assert sorted(p.name for p in (ws / "models" / "beethoven").iterdir()) == runs
         assert "already trained" in again.stderr
         assert report_numbers(ws) == numbers
+        assert count(ws / "charforge.db", records_of("interview")) == 3 * 2
 
         # The same job, killed in the middle of each kind of step and resumed.
         killed = tmp_path / "killed"
@@ -275,7 +278,7 @@ def test_dry_run_prints_the_plan_and_asks_nothing(tmp_path, server, tiny_model_d
             "train", "dpo", "interview", "judge", "report"} <= set(rows)
     assert re.search(r"│ scenes\s+│ 2\s+│", rows["scenes"])
     assert re.search(r"│ experiences\s+│ 6\s+│", rows["experiences"])  # 2 prompts x 3
-    assert re.search(r"│ interview\s+│ 8\s+│", rows["interview"])  # 4 questions x 2 agents
+    assert re.search(r"│ interview\s+│ 6\s+│", rows["interview"])  # 3 questions x 2 agents
     assert "$" in result.stdout and "at the configured prices" in result.stdout
     assert len(server.chat_requests) == 0
     assert count(tmp_path / "ws" / "charforge.db", "SELECT COUNT(*) FROM tasks") == 0

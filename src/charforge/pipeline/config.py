@@ -82,7 +82,8 @@ class TrainingConfig(TrainSettings):
 class EvaluationConfig(_Closed):
     questions: str | None = Field(default=None, description="a question file in "
                                   "Character-LLM's format (default: the character's own)")
-    limit: int | None = Field(default=None, ge=1, description="questions asked per agent")
+    limit: int | None = Field(default=None, ge=1, description="ask each agent the first N "
+                              "questions of the set (the same N on every run)")
     modes: list[Literal["single", "multi"]] = Field(default=["single"])
     turns: int = Field(default=5, ge=2, le=20, description="turns of a multi-turn interview")
     interviewer: str | None = Field(default=None, description="model asking the multi-turn "

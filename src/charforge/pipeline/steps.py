@@ -175,18 +175,34 @@ def agents(ctx: StepContext) -> list[str]:
     return [*AGENTS, *extra]
 
 
+def questions(ctx: StepContext) -> list[Any]:
+    """The interview set: the file's, else the character's own; its first `limit`
+    questions (the same ones on every run, so a rerun asks nothing new)."""
+    from charforge.evaluate.api import default_questions
+    from charforge.evaluate.questions import load_questions
+
+    if ctx.pipeline.questions is not None:
+        found = load_questions(ctx.pipeline.questions)
+    else:
+        character = ctx.ws.load_character(ctx.slug)
+        found = default_questions(ctx.ws, ctx.slug, character.short_name)
+    limit = ctx.config.evaluation.limit
+    return found[:limit] if limit else found
+
+
 async def interview(ctx: StepContext) -> tuple[bool, str]:
     from charforge.evaluate.api import interview_async
 
     options = ctx.config.evaluation
     sampling = {"max_tokens": options.max_tokens, "temperature": options.temperature}
+    asked = questions(ctx)
     lines, ran = [], False
     for agent in agents(ctx):
         for mode in options.modes:
             summary = await interview_async(
-                ctx.ws, ctx.slug, agent=agent, mode=mode, questions=ctx.pipeline.questions,
+                ctx.ws, ctx.slug, agent=agent, mode=mode, questions=asked,
                 interviewer=options.interviewer or ctx.config.judge_model,
-                preset=_preset(ctx), turns=options.turns, limit=options.limit,
+                preset=_preset(ctx), turns=options.turns,
                 concurrency=options.concurrency, sampling=sampling, console=ctx.console)
             assert isinstance(summary, RunSummary)
             ran = ran or summary.finished > 0
