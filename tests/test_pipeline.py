@@ -157,13 +157,14 @@ def test_run_both_recipes_rerun_and_kill_resume(tmp_path, tiny_model_dir):
         done = {row["step"]: row.get("done", 0) for row in summary["stages"]}
         assert all(done[s] > 0 for s in ("scenes", "experiences", "protective", "questions",
                                         "answers", "interview", "judge")), done
-        assert [row["kind"] for row in summary["training"]] == ["sft", "dpo"] or \
-            sorted(row["kind"] for row in summary["training"]) == ["dpo", "sft"]
+        assert sorted(row["kind"] for row in summary["training"]) == ["dpo", "sft"]
         judged = {row["dimension"] for row in summary["judge"]}
         assert len(judged) == 5 and all("difference" in row for row in summary["judge"])
         paired = {row["metric"] for row in summary["metrics"] if "difference" in row}
         assert {"profile_similarity", "log_perplexity"} <= paired, summary["metrics"]
         assert "charforge chat beethoven" in first.stdout
+        printed = first.stdout.split("summary", 1)[1]  # the closing tables, each step's row
+        assert all(re.search(rf"│ {step}\s+│ [0-9.]+ (s|min)", printed) for step in steps), printed
         numbers = report_numbers(ws)
         assert {"trained", "prompted"} <= set(numbers["agents"])
         assert count(ws / "charforge.db", records_of("interview")) == 3 * 2  # limit 3

@@ -74,11 +74,11 @@ def _next_step(pipeline, steps: list[str]) -> str:
 def _print_plan(pipeline, steps: list[str]) -> None:
     from charforge.pipeline.plan import plan_steps
 
-    pipeline.check_files()
-    ws = pipeline.open_workspace()
-    asyncio.run(pipeline.check_models(ws, steps))
-    slug = pipeline.character(ws)
-    plans = asyncio.run(plan_steps(pipeline, ws, slug, steps))
+    async def planned():
+        ws, slug = await pipeline.prepare(steps)
+        return ws, await plan_steps(pipeline, ws, slug, steps)
+
+    ws, plans = asyncio.run(planned())
     prices = pipeline.config.prices
     table = Table(title=f"plan: {pipeline.config_path} ({'+'.join(pipeline.config.pipelines)}"
                         f", settings of the {pipeline.recipe.name} recipe)",

@@ -49,6 +49,13 @@ class StoreReads:
     def _all(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._db.execute(query, params).fetchall()
 
+    def record_kinds(self, character: str) -> list[tuple[str, int, int]]:
+        """(kind, records, last row id) of each kind of the character's records: a cheap
+        fingerprint of what a stage or a build could read."""
+        return [tuple(row) for row in self._all(
+            "SELECT kind, COUNT(*), MAX(rowid) FROM records WHERE character=? GROUP BY kind "
+            "ORDER BY kind", (character,))]
+
     def records(self, character: str, kind: str, *, page: int = 500) -> Iterator[StoredRecord]:
         """Current records (not superseded) in a stable order (task insertion order, then
         index), with the inputs of the task that produced them. Read a page at a time,

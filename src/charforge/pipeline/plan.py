@@ -95,7 +95,7 @@ async def plan_steps(pipeline: Pipeline, ws: Workspace, slug: str,
                 except CharforgeError as exc:
                     if not str(exc).startswith("nothing to do"):
                         raise
-                    count = _upstream(step, expected, options)
+                    count = _upstream(step, expected)
                     prompt_each = TYPICAL_PROMPT_TOKENS
                     note = "from the counts before"
                 if plan and plan.limit is not None:
@@ -132,7 +132,7 @@ async def plan_steps(pipeline: Pipeline, ws: Workspace, slug: str,
     return plans
 
 
-def _upstream(step: str, expected: dict[str, int], options: dict[str, Any]) -> int:
+def _upstream(step: str, expected: dict[str, int]) -> int:
     if step == "experiences":
         return expected.get("scenes", 0)
     if step == "answers":

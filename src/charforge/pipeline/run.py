@@ -174,15 +174,22 @@ class Pipeline:
         """The character's slug, imported on the first run."""
         from charforge.importers import load_character_file
 
-        character, _ = load_character_file(self.source, style=self.style,
-                                           name=self.config.character.name,
-                                           max_bytes=ws.config.limits.max_import_bytes)
+        character, avatar = load_character_file(self.source, style=self.style,
+                                                name=self.config.character.name,
+                                                max_bytes=ws.config.limits.max_import_bytes)
         if character.slug not in {c.slug for c in ws.characters()}:
-            character = ws.import_character(self.source, style=self.style,
-                                            name=self.config.character.name)
+            ws.save_character(character, avatar=avatar)  # read once, as import would
             self.console.print(f"imported {character.name} into {ws.character_dir(character)}",
                                markup=False, highlight=False)
         return character.slug
+
+    async def prepare(self, steps: list[str]) -> tuple[Workspace, str]:
+        """Every check, in order (files, model entries, models, base), then the workspace
+        and the character's slug: what a run and a dry run both start from."""
+        self.check_files()
+        ws = self.open_workspace()
+        await self.check_models(ws, steps)
+        return ws, self.character(ws)
 
     # -- running ---------------------------------------------------------------
     async def run(self, *, start: str | None = None, until: str | None = None
@@ -190,10 +197,7 @@ class Pipeline:
         from charforge.pipeline import steps as step_functions
 
         steps = step_range(start, until, self.config.steps())
-        self.check_files()
-        ws = self.open_workspace()
-        await self.check_models(ws, steps)
-        slug = self.character(ws)
+        ws, slug = await self.prepare(steps)
         result = PipelineRun(ws, slug)
         context = step_functions.StepContext(self, ws, slug, result)
         try:

@@ -105,9 +105,7 @@ async def dataset(ctx: StepContext) -> tuple[bool, str]:
 
     options = ctx.config.dataset
     with ctx.ws.store() as store:  # the data records (an interview or a judgment is not)
-        counts = [row for row in store._all(
-            "SELECT kind, COUNT(*), MAX(rowid) FROM records WHERE character=? GROUP BY kind "
-            "ORDER BY kind", (ctx.slug,)) if row[0] not in EVALUATION_KINDS]
+        counts = [row for row in store.record_kinds(ctx.slug) if row[0] not in EVALUATION_KINDS]
     key = fingerprint([list(row) for row in counts], options.model_dump(),
                       ctx.pipeline.recipe.dataset.meta_prompt)
     folder = ctx.ws.datasets_dir / ctx.slug
