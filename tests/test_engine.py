@@ -152,3 +152,44 @@ def test_greedy_rows_equal_transformers_generate(engine):
                                         pad_token_id=tokenizer.eos_token_id)
         expected = tokenizer.decode(out[0, len(item.prompt_ids):], skip_special_tokens=True)
         assert together.done[index].text == expected
+
+
+def test_the_output_layer_gets_its_rows_packed(tiny_model_dir):
+    """A prefill keeps only each row's last position: a strided view of the prompt's
+    hidden states. torch multiplies such a view by a frozen weight through a copy of the
+    whole weight (71 ms a row on SmolLM2), so the engine hands the output layer packed
+    rows; the replies are the same."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    model.requires_grad_(False)  # as a PEFT model's base
+    seen: dict[str, list[tuple[int, int]]] = {"given": [], "used": []}
+
+    def record(key):
+        def hook(_module, args):
+            hidden = args[0]
+            seen[key].append((hidden.stride(0), hidden.shape[1] * hidden.shape[2]))
+        return hook
+
+    head = model.get_output_embeddings()
+    handles = [head.register_forward_pre_hook(record("given"), prepend=True)]
+    engine = BatchEngine(model, max_batch=4)
+    handles.append(head.register_forward_pre_hook(record("used")))
+    try:
+        requests = [request(tokenizer, text, max_tokens=6) for text in PROMPTS[:3]]
+        replies = run(engine, requests)
+    finally:
+        engine.close()
+        for handle in handles:
+            handle.remove()
+    assert any(stride != packed for stride, packed in seen["given"])  # prefills' views
+    assert seen["used"] and all(stride == packed for stride, packed in seen["used"])
+    for index, item in enumerate(requests):
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([list(item.prompt_ids)]), do_sample=False,
+                                 max_new_tokens=6, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.eos_token_id)
+        expected = tokenizer.decode(out[0, len(item.prompt_ids):], skip_special_tokens=True)
+        assert replies.done[index].text == expected

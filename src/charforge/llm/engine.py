@@ -153,7 +153,7 @@ class BatchEngine:
         # latest requests: where a time to first token went
         self.timings: collections.deque[tuple[float, float]] = collections.deque(maxlen=4096)
         self.prefixes = PrefixCache(prefix_cache_bytes)
-        self._hooks = _hook_layers(model, self._check_stop)
+        self._hooks = [*_hook_layers(model, self._check_stop), _dense_head_input(model)]
         self._mixed = MixedLoRA.install(model) if self._peft else None
         _ENGINES.add(self)
 
@@ -584,6 +584,26 @@ def _hook_layers(model: Any, hook: Any) -> list[Any]:
         return []
     return [module.register_forward_pre_hook(hook)
             for layer in max(lists, key=len) for module in layer.modules()]
+
+
+def _dense_head_input(model: Any) -> Any:
+    """Give the output layer its rows densely packed. A prefill keeps only the last
+    position (`logits_to_keep=1`): a [rows, 1, hidden] view whose batch stride is that
+    of the whole prompt. With such a view and a weight that needs no gradient (a PEFT
+    model's frozen base), torch 2.13 multiplies it as a batch of matrices and copies the
+    whole transposed weight for it: measured here on SmolLM2 in bfloat16, 71 ms for one
+    row against 2 ms packed, and 1.06 s for 16 rows (a prefill of 44 tokens took 135 ms
+    with an adapter, 50 ms without). A copy of the rows costs a few microseconds."""
+    import torch
+
+    def pack(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        hidden = args[0] if args else None
+        if hidden is None or hidden.dim() != 3 or hidden.stride(0) == \
+                hidden.shape[1] * hidden.shape[2]:
+            return None
+        return (hidden.clone(memory_format=torch.contiguous_format), *args[1:])
+
+    return model.get_output_embeddings().register_forward_pre_hook(pack)
 
 
 @atexit.register
