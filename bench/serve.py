@@ -608,30 +608,56 @@ def memory(trained: Trained, root: Path, args: argparse.Namespace,
             time.sleep(0.5)
             row.update(rss_after=server.rss_mib(), anon_after=server.status_mib("RssAnon"),
                        peak=server.status_mib("VmHWM"))
+            server.trim()
+            row.update(rss_used=server.rss_mib(), anon_used=server.status_mib("RssAnon"),
+                       kept=sum(e["kept_bytes"] for e in server.stats().values()) / MIB)
             rows.append(row)
         finally:
             server.close()
     print(f"{'characters':>11}{'load s':>8}{'RSS loaded':>12}{'of it anon':>12}"
-          f"{'trimmed':>9}{'RSS after':>11}{'of it anon':>12}{'peak RSS':>10}   (MiB)")
+          f"{'trimmed':>9}{'RSS after':>11}{'of it anon':>12}{'trimmed':>9}{'kept':>6}"
+          f"{'peak RSS':>10}   (MiB)")
     for r in rows:
         print(f"{r['count']:>11}{r['load_s']:>8.1f}{r['rss_loaded']:>12.1f}"
               f"{r['anon_loaded']:>12.1f}{r['rss_trimmed']:>9.1f}{r['rss_after']:>11.1f}"
-              f"{r['anon_after']:>12.1f}{r['peak']:>10.1f}")
+              f"{r['anon_after']:>12.1f}{r['rss_used']:>9.1f}{r['kept']:>6.1f}"
+              f"{r['peak']:>10.1f}")
     print("(anon: RSS less file pages: the base's weights are read from a memory-mapped file "
-          "and come into RSS as they are read; trimmed: RSS once loaded, after gc and "
-          "malloc_trim(0) in the server, before the requests; after: after the requests)")
+          "and come into RSS as they are read; trimmed: after gc and malloc_trim(0) in the "
+          "server, once loaded (before the requests) and after the requests; after: after the "
+          "requests; kept: the prefix cache's states of system messages, within its budget)")
     extra = counts[1] - counts[0]
     adapter = statistics.mean(trained.adapter_bytes[s] for s in trained.trained[1:]) / MIB
     tokenizer = statistics.mean(trained.tokenizer_bytes[s] for s in trained.trained[1:]) / MIB
     allowed = TARGET_MEMORY * adapter
     print(f"adapter file (adapter_model.safetensors) {adapter:.2f} MiB a character; "
           f"tokenizer files beside it {tokenizer:.2f} MiB")
-    for label, key in (("after loading", "loaded"), ("after requests", "after")):
+    trimmed_any = rows[0]["trimmed"] or rows[1]["trimmed"]
+    kept = (rows[1]["kept"] - rows[0]["kept"]) / extra
+    used = "used" if trimmed_any else "after"
+
+    def line(label: str, cost: float, anon: float | None, judged: bool) -> None:
+        of_anon = f" ({anon:.2f} anon)" if anon is not None else ""
+        print(f"  each extra character, {label}: {cost:.2f} MiB of RSS{of_anon} vs adapter + "
+              f"10% = {allowed:.2f} MiB ({cost / adapter:.2f}x the file)  "
+              + (verdict(cost <= allowed) if judged else "(not judged: see below)"))
+
+    for label, key in (("after loading", "loaded"), ("after requests", "after"),
+                       ("after requests, trimmed", "used")):
+        if key == "used" and not trimmed_any:
+            continue
         cost = (rows[1][f"rss_{key}"] - rows[0][f"rss_{key}"]) / extra
         anon = (rows[1][f"anon_{key}"] - rows[0][f"anon_{key}"]) / extra
-        print(f"  each extra character, {label}: {cost:.2f} MiB of RSS ({anon:.2f} anon) vs "
-              f"adapter + 10% = {allowed:.2f} MiB ({cost / adapter:.2f}x the file)  "
-              f"{verdict(cost <= allowed)}")
+        line(label, cost, anon, judged=key == "loaded")
+    cost = (rows[1][f"rss_{used}"] - rows[0][f"rss_{used}"]) / extra - kept
+    line(f"after requests{', trimmed,' if trimmed_any else ''} less the prefix cache", cost,
+         None, judged=True)
+    print(f"  (the prefix cache's kept system messages: {kept:.2f} MiB a character here. It is "
+          "one cache for the whole server, bounded by prefix_cache_mib (256 by default; 0 "
+          "turns it off), and fills with any new opening: one character in many scenes "
+          "fills it as well as many characters do" + ("; untrimmed, RSS also holds memory "
+          "the allocator was given back and keeps for reuse: the trimmed figures are what "
+          "the server still uses)" if trimmed_any else ")"))
     trimmed = (rows[1]["rss_trimmed"] - rows[0]["rss_trimmed"]) / extra
     print(f"  (diagnosis: once loaded and trimmed, each extra character costs {trimmed:.2f} MiB "
           f"({trimmed / adapter:.2f}x the file); what trimming takes off is freed memory the "

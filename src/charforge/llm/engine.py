@@ -4,8 +4,8 @@ A worker thread owns the model. Between two decoding steps it admits the request
 that arrived meanwhile (their prompts are read in one left-padded forward pass, and
 their key/value cache joins the running batch), so a newcomer never waits for a
 running batch to finish. Every row keeps its own settings: LoRA adapter (rows of
-several adapters in one step, `charforge.llm.mixed_lora`; a step of one adapter runs
-it as the model's active adapter), temperature, top-p, seed, repetition penalty, stop
+several adapters in one step, `charforge.llm.mixed_lora`, which also keeps adapters
+in the base's precision), temperature, top-p, seed, repetition penalty, stop
 strings, end-of-turn tokens and JSON grammar (an xgrammar matcher per row). A prompt
 that opens like one read before, with the same adapter, starts from the states kept
 of that opening (the prefix cache, `charforge.llm.prefixes`), so a character's system
@@ -283,13 +283,13 @@ class BatchEngine:
                  adapters: list[str]) -> Any:
         """The next-token logits of every row; `cache` grows in place."""
         extra: dict[str, Any] = {}
-        if self._peft:
+        if self._mixed is not None:
+            self._mixed.plan(adapters, BASE_ADAPTER, self.device)
+        elif self._peft:
             only = adapters[0]
             if only != BASE_ADAPTER and all(name == only for name in adapters):
                 if self.model.active_adapter != only:  # ~20 ms on SmolLM2: only on a change
                     self.model.set_adapter(only)
-            elif self._mixed is not None:
-                self._mixed.plan(adapters, BASE_ADAPTER, self.device)
             else:
                 extra["adapter_names"] = adapters
         extra[self._cache_keyword] = cache
@@ -593,7 +593,8 @@ def _dense_head_input(model: Any) -> Any:
     model's frozen base), torch 2.13 multiplies it as a batch of matrices and copies the
     whole transposed weight for it: measured here on SmolLM2 in bfloat16, 71 ms for one
     row against 2 ms packed, and 1.06 s for 16 rows (a prefill of 44 tokens took 135 ms
-    with an adapter, 50 ms without). A copy of the rows costs a few microseconds."""
+    with an adapter, 50 ms without; pytorch/pytorch#151934). A copy of the rows costs
+    a few microseconds."""
     import torch
 
     def pack(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:

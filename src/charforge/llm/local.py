@@ -46,6 +46,7 @@ from charforge.llm.grammar import (
     constrain_strings,
     schema_of,
 )
+from charforge.llm.mixed_lora import compact_adapters
 from charforge.llm.prefixes import common_opening
 from charforge.llm.turns import prompt_text
 from charforge.llm.vocab import grow_vocabulary
@@ -316,6 +317,7 @@ class LocalChatModel(ChatModelBase):
                         model.load_adapter(str(folder), adapter_name=name)
                     else:
                         model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+                compact_adapters(model)
             except (OSError, ValueError) as exc:
                 first = (str(exc).strip().splitlines()[0] if str(exc).strip()
                          else type(exc).__name__)
