@@ -636,11 +636,11 @@ def memory(trained: Trained, root: Path, args: argparse.Namespace,
     kept = (rows[1]["kept"] - rows[0]["kept"]) / extra
     used = "used" if trimmed_any else "after"
 
-    def line(label: str, cost: float, anon: float | None, judged: bool) -> None:
+    def line(label: str, cost: float, anon: float | None) -> None:
         of_anon = f" ({anon:.2f} anon)" if anon is not None else ""
         print(f"  each extra character, {label}: {cost:.2f} MiB of RSS{of_anon} vs adapter + "
               f"10% = {allowed:.2f} MiB ({cost / adapter:.2f}x the file)  "
-              + (verdict(cost <= allowed) if judged else "(not judged: see below)"))
+              f"{verdict(cost <= allowed)}")
 
     for label, key in (("after loading", "loaded"), ("after requests", "after"),
                        ("after requests, trimmed", "used")):
@@ -648,10 +648,10 @@ def memory(trained: Trained, root: Path, args: argparse.Namespace,
             continue
         cost = (rows[1][f"rss_{key}"] - rows[0][f"rss_{key}"]) / extra
         anon = (rows[1][f"anon_{key}"] - rows[0][f"anon_{key}"]) / extra
-        line(label, cost, anon, judged=key == "loaded")
+        line(label, cost, anon)
     cost = (rows[1][f"rss_{used}"] - rows[0][f"rss_{used}"]) / extra - kept
     line(f"after requests{', trimmed,' if trimmed_any else ''} less the prefix cache", cost,
-         None, judged=True)
+         None)
     print(f"  (the prefix cache's kept system messages: {kept:.2f} MiB a character here. It is "
           "one cache for the whole server, bounded by prefix_cache_mib (256 by default; 0 "
           "turns it off), and fills with any new opening: one character in many scenes "
