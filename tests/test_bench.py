@@ -72,6 +72,8 @@ def test_serve_bench_prints_its_figures():
     assert "in the engine: queued p50" in out and "prefill p50" in out
     assert "TTFT p50" in out and "latency p50" in out and "tok/s" in out
     verdicts = [line for line in out.splitlines() if line.rstrip().endswith(("PASS", "MISS"))]
-    assert len(verdicts) == 4, out  # speed-up, TTFT, memory after loading and after requests
+    # speed-up, TTFT, memory after loading, after requests, trimmed, less the prefix cache
+    assert len(verdicts) == 6, out
     assert "batched >= 6x one at a time" in out and "p95 TTFT <= 5x" in out
     assert "each extra character, after loading" in out and "RSS loaded" in out
+    assert "after requests, trimmed, less the prefix cache" in out and "kept" in out
