@@ -4,9 +4,10 @@ through its own adapter."""
 from __future__ import annotations
 
 import pytest
-from tests.tiny_models import build_tiny_adapter
 
 from charforge.llm.engine import BatchEngine, EngineRequest, Finished
+
+from tiny_models import build_tiny_adapter
 
 
 @pytest.fixture(scope="module")
