@@ -32,6 +32,7 @@ from typing import Any
 
 from charforge.llm.kvcache import plain, seed, with_room
 from charforge.llm.mixed_lora import MixedLoRA
+from charforge.llm.model_hooks import packed_head_rows, stop_checks
 from charforge.llm.prefixes import Prefix, PrefixCache
 from charforge.llm.sampling import choose
 
@@ -153,7 +154,7 @@ class BatchEngine:
         # latest requests: where a time to first token went
         self.timings: collections.deque[tuple[float, float]] = collections.deque(maxlen=4096)
         self.prefixes = PrefixCache(prefix_cache_bytes)
-        self._hooks = [*_hook_layers(model, self._check_stop), _dense_head_input(model)]
+        self._hooks = [*stop_checks(model, self._check_stop), packed_head_rows(model)]
         self._mixed = MixedLoRA.install(model) if self._peft else None
         _ENGINES.add(self)
 
@@ -570,41 +571,6 @@ def _ended_if_cancelled(job: EngineJob) -> bool:
     if job.cancelled:
         _end(job, "cancelled", "", 0)
     return job.cancelled
-
-
-def _hook_layers(model: Any, hook: Any) -> list[Any]:
-    """Call `hook` before every block of the model's largest layer list (its decoder
-    layers) and every module inside them: the places a long prefill can be
-    interrupted. Per module, not per layer: on a busy CPU one layer of a 1.5k-token
-    prefill took up to 2.8 s, one module at most 0.2 s (~400 checks a token, noise)."""
-    import torch
-
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-    if not lists:
-        return []
-    return [module.register_forward_pre_hook(hook)
-            for layer in max(lists, key=len) for module in layer.modules()]
-
-
-def _dense_head_input(model: Any) -> Any:
-    """Give the output layer its rows densely packed. A prefill keeps only the last
-    position (`logits_to_keep=1`): a [rows, 1, hidden] view whose batch stride is that
-    of the whole prompt. With such a view and a weight that needs no gradient (a PEFT
-    model's frozen base), torch 2.13 multiplies it as a batch of matrices and copies the
-    whole transposed weight for it: measured here on SmolLM2 in bfloat16, 71 ms for one
-    row against 2 ms packed, and 1.06 s for 16 rows (a prefill of 44 tokens took 135 ms
-    with an adapter, 50 ms without; pytorch/pytorch#151934). A copy of the rows costs
-    a few microseconds."""
-    import torch
-
-    def pack(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        hidden = args[0] if args else None
-        if hidden is None or hidden.dim() != 3 or hidden.stride(0) == \
-                hidden.shape[1] * hidden.shape[2]:
-            return None
-        return (hidden.clone(memory_format=torch.contiguous_format), *args[1:])
-
-    return model.get_output_embeddings().register_forward_pre_hook(pack)
 
 
 @atexit.register
