@@ -32,7 +32,8 @@ which model ids each engine answers).
    batched throughput >= 6x one at a time, and batched p95 TTFT <= 5x that of one stream.
 2. Memory: the server's RSS with one trained character and with `--characters` (7) on one
    base (no prompted character: it loads a base of its own), after loading and after a
-   few requests; each extra character's cost against its adapter file + 10%.
+   few requests, each also with the heap trimmed (gc, malloc_trim), and the prefix
+   cache's bytes; each extra character's cost against its adapter file + 10%.
 
 Percentiles are nearest-rank over the level's requests (p95 of 8 requests is their
 maximum). The client and the server share this machine's cores: the output says how much
