@@ -280,6 +280,8 @@ def test_dry_run_prints_the_plan_and_asks_nothing(tmp_path, server, tiny_model_d
     assert re.search(r"│ scenes\s+│ 2\s+│", rows["scenes"])
     assert re.search(r"│ experiences\s+│ 6\s+│", rows["experiences"])  # 2 prompts x 3
     assert re.search(r"│ interview\s+│ 6\s+│", rows["interview"])  # 3 questions x 2 agents
+    # the rubric's 5 dimensions of 6 interviews, and the ranking: 3 questions x 2 rotations
+    assert re.search(r"│ judge\s+│ 36\s+│", rows["judge"]) and "30 rubric + 6 rank" in rows["judge"]
     assert "$" in result.stdout and "at the configured prices" in result.stdout
     assert len(server.chat_requests) == 0
     assert count(tmp_path / "ws" / "charforge.db", "SELECT COUNT(*) FROM tasks") == 0

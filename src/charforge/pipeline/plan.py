@@ -109,8 +109,7 @@ async def plan_steps(pipeline: Pipeline, ws: Workspace, slug: str,
             questions = _question_count(pipeline, ws, slug)
             turns = sum(config.evaluation.turns if mode == "multi" else 1
                         for mode in config.evaluation.modes)
-            agents = 2 + len([a for a in config.evaluation.agents
-                              if a not in ("trained", "prompted")])
+            agents = _agent_count(config)
             tasks = questions * agents * len(config.evaluation.modes)
             requests = questions * agents * turns
             plans.append(StepPlan(step, tasks, requests * 150,
@@ -118,11 +117,20 @@ async def plan_steps(pipeline: Pipeline, ws: Workspace, slug: str,
                                   f"{requests} requests to the agents"))
             expected["interview"] = tasks
         elif step == "judge":
-            tasks = expected.get("interview") or _question_count(pipeline, ws, slug) * 2
-            requests = tasks * DIMENSIONS
-            plans.append(StepPlan(step, requests, requests * JUDGE_PROMPT_TOKENS,
-                                  requests * config.evaluation.judge_max_tokens,
-                                  config.judge_model))
+            agents = _agent_count(config)
+            tasks = expected.get("interview") or _question_count(pipeline, ws, slug) * agents
+            judges = config.judges
+            rubric = tasks * DIMENSIONS if "rubric" in judges else 0
+            # PersLLM's ranking: each item once per rotation (one per agent by default),
+            # every agent's answer in the prompt
+            rank = tasks if "rank" in judges else 0
+            answer = config.evaluation.max_tokens
+            plans.append(StepPlan(
+                step, rubric + rank,
+                rubric * JUDGE_PROMPT_TOKENS + rank * (JUDGE_PROMPT_TOKENS + agents * answer),
+                (rubric + rank) * config.evaluation.judge_max_tokens, config.judge_model,
+                " + ".join(f"{n} {kind}" for n, kind in ((rubric, "rubric"), (rank, "rank"))
+                           if n)))
         elif step in ("train", "dpo"):
             settings = config.training
             method = settings.settings_changes().get("method", pipeline.recipe.training.method)
@@ -130,6 +138,12 @@ async def plan_steps(pipeline: Pipeline, ws: Workspace, slug: str,
         else:
             plans.append(StepPlan(step, None))
     return plans
+
+
+def _agent_count(config: Any) -> int:
+    """The agents interviewed: the trained one, the same base prompted, and the file's
+    other agents."""
+    return 2 + len([a for a in config.evaluation.agents if a not in ("trained", "prompted")])
 
 
 def _upstream(step: str, expected: dict[str, int]) -> int:
