@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -187,9 +188,15 @@ class Pipeline:
         """Every check, in order (files, model entries, models, base), then the workspace
         and the character's slug: what a run and a dry run both start from."""
         self.check_files()
-        ws = self.open_workspace()
-        await self.check_models(ws, steps)
-        return ws, self.character(ws)
+        made = not self.workspace_path.exists()
+        try:
+            ws = self.open_workspace()
+            await self.check_models(ws, steps)
+            return ws, self.character(ws)
+        except BaseException:
+            if made:  # a run refused before any work leaves no empty workspace behind
+                shutil.rmtree(self.workspace_path, ignore_errors=True)
+            raise
 
     # -- running ---------------------------------------------------------------
     async def run(self, *, start: str | None = None, until: str | None = None
