@@ -42,6 +42,8 @@ RUN_KEYS = {"limit": "run at most this many new tasks of the stage",
 PATTERNS_KEY = "patterns"  # questions: one run per pattern
 
 
+ALWAYS_ASKED = ("trained", "prompted")  # agents every evaluation interviews
+
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -154,6 +156,13 @@ class RunConfig(_Closed):
     @property
     def judge_model(self) -> str:
         return self.judge or self.teacher
+
+    @property
+    def agents(self) -> list[str]:
+        """The agents interviewed: the trained one, the same base prompted, then the
+        file's other agents."""
+        extra = [agent for agent in self.evaluation.agents if agent not in ALWAYS_ASKED]
+        return [*ALWAYS_ASKED, *extra]
 
     @property
     def judges(self) -> list[str]:

@@ -109,7 +109,7 @@ async def plan_steps(pipeline: Pipeline, ws: Workspace, slug: str,
             questions = _question_count(pipeline, ws, slug)
             turns = sum(config.evaluation.turns if mode == "multi" else 1
                         for mode in config.evaluation.modes)
-            agents = _agent_count(config)
+            agents = len(config.agents)
             tasks = questions * agents * len(config.evaluation.modes)
             requests = questions * agents * turns
             plans.append(StepPlan(step, tasks, requests * 150,
@@ -117,7 +117,7 @@ async def plan_steps(pipeline: Pipeline, ws: Workspace, slug: str,
                                   f"{requests} requests to the agents"))
             expected["interview"] = tasks
         elif step == "judge":
-            agents = _agent_count(config)
+            agents = len(config.agents)
             tasks = expected.get("interview") or _question_count(pipeline, ws, slug) * agents
             judges = config.judges
             rubric = tasks * DIMENSIONS if "rubric" in judges else 0
@@ -138,12 +138,6 @@ async def plan_steps(pipeline: Pipeline, ws: Workspace, slug: str,
         else:
             plans.append(StepPlan(step, None))
     return plans
-
-
-def _agent_count(config: Any) -> int:
-    """The agents interviewed: the trained one, the same base prompted, and the file's
-    other agents."""
-    return 2 + len([a for a in config.evaluation.agents if a not in ("trained", "prompted")])
 
 
 def _upstream(step: str, expected: dict[str, int]) -> int:

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from charforge.pipeline.run import Pipeline, PipelineRun
     from charforge.workspace import Workspace
 
-AGENTS = ("trained", "prompted")
 EVALUATION_KINDS = {INTERVIEW_KIND, JUDGMENT_KIND, RANKING_KIND, QUESTION_KIND}
 
 
@@ -169,8 +168,7 @@ async def dpo(ctx: StepContext) -> tuple[bool, str]:
 
 
 def agents(ctx: StepContext) -> list[str]:
-    extra = [agent for agent in ctx.config.evaluation.agents if agent not in AGENTS]
-    return [*AGENTS, *extra]
+    return ctx.config.agents
 
 
 def questions(ctx: StepContext) -> list[Any]:
