@@ -40,9 +40,8 @@ STEPS: tuple[str, ...] = ("scenes", "experiences", "protective", "questions", "a
 RUN_KEYS = {"limit": "run at most this many new tasks of the stage",
             "retry_rejected": "ask the rejected tasks again (each rerun of the config)"}
 PATTERNS_KEY = "patterns"  # questions: one run per pattern
-
-
 ALWAYS_ASKED = ("trained", "prompted")  # agents every evaluation interviews
+
 
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
